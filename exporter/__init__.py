@@ -1,0 +1,1 @@
+"""exporter: the tagwatch predictor service (Flask) and its Prometheus metrics."""

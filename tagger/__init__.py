@@ -1,0 +1,1 @@
+"""tagger: the ML core of tagwatch (text cleaning, features, pipelines, training, metrics)."""

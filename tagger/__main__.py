@@ -1,0 +1,3 @@
+from tagger.train import main
+
+raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""Model artefacts: ``models/<version>/`` with the model, its card and its drift baseline.
+
+``models/LATEST`` names the version to serve; it is replaced atomically so a reader never sees
+a half-written artefact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import pandas as pd
+
+from tagger.model import FEATURE_COLUMNS, TagModel
+
+MODEL_FILE = "model.joblib"
+CARD_FILE = "model_card.json"
+BASELINE_FILE = "baseline.csv"
+LATEST_FILE = "LATEST"
+
+
+class ArtefactError(RuntimeError):
+    """A model artefact is missing or unreadable; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Artefact:
+    path: Path
+    model: TagModel
+    card: dict[str, Any]
+
+    @property
+    def version(self) -> str:
+        return str(self.card["version"])
+
+
+def write_artefact(
+    models_dir: Path, version: str, model: TagModel, card: dict[str, Any], baseline: pd.DataFrame
+) -> Path:
+    out = Path(models_dir) / version
+    out.mkdir(parents=True, exist_ok=True)
+    joblib.dump(model, out / MODEL_FILE, compress=3)
+    (out / CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n")
+    baseline.to_csv(out / BASELINE_FILE, index=False)
+    tmp = Path(models_dir) / f".{LATEST_FILE}.tmp"
+    tmp.write_text(version + "\n")
+    os.replace(tmp, Path(models_dir) / LATEST_FILE)
+    return out
+
+
+def resolve_version(models_dir: Path, version: str = "latest") -> Path:
+    """The artefact folder of ``version`` ("latest" follows ``models/LATEST``)."""
+    models_dir = Path(models_dir)
+    if version == "latest":
+        pointer = models_dir / LATEST_FILE
+        if not pointer.is_file():
+            raise ArtefactError(f"{pointer}: no model trained yet (run python -m tagger.train)")
+        version = pointer.read_text().strip()
+    path = models_dir / version
+    if not (path / MODEL_FILE).is_file():
+        raise ArtefactError(f"{path / MODEL_FILE}: no such model file")
+    return path
+
+
+def read_card(path: Path) -> dict[str, Any]:
+    card_path = Path(path) / CARD_FILE
+    try:
+        card: dict[str, Any] = json.loads(card_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtefactError(f"{card_path}: unreadable model card ({exc})") from exc
+    return card
+
+
+def load_artefact(models_dir: Path, version: str = "latest") -> Artefact:
+    path = resolve_version(models_dir, version)
+    try:
+        model = joblib.load(path / MODEL_FILE)
+    except Exception as exc:  # a truncated or foreign pickle raises many kinds of errors
+        raise ArtefactError(f"{path / MODEL_FILE}: cannot load model ({exc})") from exc
+    if not isinstance(model, TagModel):
+        raise ArtefactError(f"{path / MODEL_FILE}: not a tagwatch model")
+    return Artefact(path=path, model=model, card=read_card(path))
+
+
+def load_baseline(path: Path) -> pd.DataFrame:
+    """The baseline feature table of an artefact; errors name the file and what is wrong."""
+    file = Path(path) / BASELINE_FILE if Path(path).is_dir() else Path(path)
+    try:
+        table = pd.read_csv(file, parse_dates=["created_at"])
+    except Exception as exc:
+        raise ArtefactError(f"{file}: unreadable baseline ({exc})") from exc
+    missing = [c for c in FEATURE_COLUMNS if c not in table.columns]
+    if missing:
+        raise ArtefactError(f"{file}: baseline lacks column(s) {', '.join(missing)}")
+    if table.empty:
+        raise ArtefactError(f"{file}: baseline has no rows")
+    return table

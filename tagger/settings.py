@@ -1,0 +1,26 @@
+"""Settings shared by every tagwatch process (``TAGWATCH_`` environment prefix)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TagwatchSettings(BaseSettings):
+    """Where data and models live. Entry points build one and pass it down."""
+
+    model_config = SettingsConfigDict(env_prefix="TAGWATCH_", extra="ignore")
+
+    data_dir: Path = Path("../shared/data")
+    models_dir: Path = Path("models")
+    titles_file: str = "stackoverflow_titles_2008_2020.csv.gz"
+    bodies_file: str = "stackoverflow_bodies_sample.csv.gz"
+
+    @property
+    def titles_path(self) -> Path:
+        return self.data_dir / self.titles_file
+
+    @property
+    def bodies_path(self) -> Path:
+        return self.data_dir / self.bodies_file
