@@ -1,0 +1,1 @@
+"""The drift job: stored prediction features against the model's baseline, judged with popmon."""

@@ -1,4 +1,4 @@
-"""Predictor settings (``TAGWATCH_`` prefix; ``PROMETHEUS_MULTIPROC_DIR`` as prometheus_client names it)."""
+"""Predictor settings (``TAGWATCH_`` prefix; ``PROMETHEUS_MULTIPROC_DIR`` keeps its own name)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,7 +54,7 @@ def tokenize(text: str) -> list[str]:
 def _strip_html(body: str) -> tuple[str, int, int]:
     counts = {"code": 0, "links": 0}
 
-    def _marker(kind: str, token: str) -> object:
+    def _marker(kind: str, token: str) -> Callable[[re.Match[str]], str]:
         def sub(_: re.Match[str]) -> str:
             counts[kind] += 1
             return f" {token} "
@@ -86,7 +86,7 @@ def looks_like_html(body: str) -> bool:
     return bool(_HTML_HINT_RE.search(body))
 
 
-class QuestionCleaner(BaseEstimator, TransformerMixin):  # type: ignore[misc]
+class QuestionCleaner(BaseEstimator, TransformerMixin):
     """Pipeline step: (title, body) pairs → one space-joined token string per question.
 
     Its output is consumed by a ``TfidfVectorizer`` whose analyzer is ``str.split``, so

@@ -10,7 +10,6 @@ questions the model did not fit on.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -36,6 +35,7 @@ from tagger.text import clean_question
 
 log = logging.getLogger("tagger.train")
 
+DEFAULT_CUTOFF = pd.Timestamp("2012-01-01", tz="UTC")
 THRESHOLDS = np.round(np.arange(0.05, 0.61, 0.01), 2)
 
 
@@ -43,7 +43,7 @@ THRESHOLDS = np.round(np.arange(0.05, 0.61, 0.01), 2)
 class TrainConfig:
     data_path: Path
     output_dir: Path
-    cutoff: pd.Timestamp = pd.Timestamp("2012-01-01", tz="UTC")
+    cutoff: pd.Timestamp = DEFAULT_CUTOFF
     k: int = 100
     validation_share: float = 0.15
     C: float = 4.0
@@ -79,7 +79,7 @@ def split_by_time(
     later = df.loc[df["created_at"] >= cutoff]
     if len(before) < 50:
         raise DataError(f"only {len(before)} questions before the cut-off {cutoff.date()}")
-    n_val = max(1, int(round(len(before) * validation_share)))
+    n_val = max(1, round(len(before) * validation_share))
     train, validation = before.iloc[:-n_val], before.iloc[-n_val:]
     if max_train_rows is not None and len(train) > max_train_rows:
         train = train.iloc[-max_train_rows:]
@@ -113,9 +113,7 @@ def tune_rule(
         rule = DecisionRule(threshold=float(th))
         chosen = rule.select_many(scores, n_known)
         mean_j = float(
-            np.mean(
-                [jaccard(model.classes[c], t) for c, t in zip(chosen, truth, strict=True)]
-            )
+            np.mean([jaccard(model.classes[c], t) for c, t in zip(chosen, truth, strict=True)])
         )
         if mean_j > best[1]:
             best = (rule, mean_j)

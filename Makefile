@@ -1,0 +1,55 @@
+# tagwatch — two commands on a fresh machine: `make up` (run the stack), `make test` (tests).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export TAGWATCH_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: help install model up serve down demo test lint format bench clean
+
+help:
+	@echo "make up      train the model if needed, start the stack, print the URLs"
+	@echo "make down    stop the stack started by make up"
+	@echo "make demo    make up + replay real 2011→2020 questions (drift and alerts fire)"
+	@echo "make test    install if needed, then lint + the whole test suite"
+	@echo "make lint    ruff, ruff format --check, mypy, promtool/amtool/compose/workflow checks"
+	@echo "make bench   run the benchmarks (benchmarks/*.py)"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+models/LATEST: | $(STAMP)
+	$(PY) -m tagger.train --output models
+
+model: models/LATEST
+
+serve: install model
+	$(PY) -m exporter serve
+
+up: install model
+	$(PY) -m exporter serve
+
+test: install
+	$(MAKE) lint
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install model
+	$(PY) benchmarks/predictor.py
+
+clean:
+	rm -rf $(VENV) var reports .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,234 @@
+"""Every Prometheus metric of the predictor process, built against an injected registry.
+
+The names are a contract with the alert rules (``prometheus/rules``) and the dashboards
+(``grafana/``): add metrics freely, rename none. Labels are bounded: ``endpoint`` is one of
+:data:`ENDPOINTS`, ``status`` an HTTP code, ``tag`` a tag of the model vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+ENDPOINTS = ("predict", "feedback", "prediction", "metrics", "healthz", "readyz", "other")
+RATIO_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+INFERENCE_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
+REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+TITLE_BUCKETS = (10, 20, 30, 40, 50, 60, 80, 100, 150, 200, 300)
+BODY_BUCKETS = (0, 100, 300, 1000, 3000, 10000, 30000, 65536)
+
+
+class PredictorMetrics:
+    """The predictor's metrics; the app only calls the ``observe_*`` methods."""
+
+    def __init__(self, registry: CollectorRegistry, tags: Sequence[str] = ()) -> None:
+        r = registry
+        self.inference = Histogram(
+            "tagwatch_inference_seconds",
+            "Model time per question (cleaning, scoring, decision, features).",
+            buckets=INFERENCE_BUCKETS,
+            registry=r,
+        )
+        self.requests = Counter(
+            "tagwatch_http_requests",
+            "HTTP requests by endpoint and status code.",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "tagwatch_http_request_duration_seconds",
+            "Time spent in the application per HTTP request.",
+            ["endpoint"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.predictions = Counter(
+            "tagwatch_predictions", "Questions answered by /predict.", registry=r
+        )
+        self.empty_predictions = Counter(
+            "tagwatch_empty_predictions",
+            "Predictions with no tag (no known word in the question).",
+            registry=r,
+        )
+        self.predicted_tags = Counter(
+            "tagwatch_predicted_tags", "Tags suggested, by tag.", ["tag"], registry=r
+        )
+        self.title_chars = Histogram(
+            "tagwatch_question_title_chars",
+            "Length of question titles in characters.",
+            buckets=TITLE_BUCKETS,
+            registry=r,
+        )
+        self.body_chars = Histogram(
+            "tagwatch_question_body_chars",
+            "Length of question bodies in characters (0 when absent).",
+            buckets=BODY_BUCKETS,
+            registry=r,
+        )
+        self.oov_ratio = Histogram(
+            "tagwatch_question_oov_ratio",
+            "Share of a question's tokens outside the model vocabulary.",
+            buckets=RATIO_BUCKETS,
+            registry=r,
+        )
+        self.max_score = Histogram(
+            "tagwatch_prediction_max_score",
+            "Highest tag score of a prediction.",
+            buckets=RATIO_BUCKETS,
+            registry=r,
+        )
+        self.predicted_per_question = Histogram(
+            "tagwatch_prediction_tags",
+            "Number of tags suggested per question.",
+            buckets=(0, 1, 2, 3, 4, 5),
+            registry=r,
+        )
+        self.feedback = Counter(
+            "tagwatch_feedback", "Feedback received (each prediction counts once).", registry=r
+        )
+        self.feedback_duplicates = Counter(
+            "tagwatch_feedback_duplicates",
+            "Repeated feedback for a prediction, acknowledged but not counted.",
+            registry=r,
+        )
+        self.coverage = Histogram(
+            "tagwatch_feedback_coverage_ratio",
+            "Share of the user's tags that had been predicted.",
+            buckets=RATIO_BUCKETS,
+            registry=r,
+        )
+        self.jaccard = Histogram(
+            "tagwatch_feedback_jaccard_ratio",
+            "Jaccard score between predicted and user tags.",
+            buckets=RATIO_BUCKETS,
+            registry=r,
+        )
+        self.feedback_tags = Counter(
+            "tagwatch_feedback_tags", "Tags chosen by users in feedback.", registry=r
+        )
+        self.feedback_unknown_tags = Counter(
+            "tagwatch_feedback_unknown_tags",
+            "User tags outside the model vocabulary (a concept-drift signal).",
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "tagwatch_model_info",
+            "The model being served (always 1).",
+            ["version", "trained_until"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.validation_jaccard = Gauge(
+            "tagwatch_model_validation_jaccard_ratio",
+            "Mean Jaccard of the served model on its validation set (model card).",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.validation_coverage = Gauge(
+            "tagwatch_model_validation_coverage_ratio",
+            "Mean tag coverage of the served model on its validation set (model card).",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.validation_unknown_tags = Gauge(
+            "tagwatch_model_validation_unknown_tags_ratio",
+            "Share of validation tags outside the model vocabulary (concept-drift baseline).",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "tagwatch_store_errors", "Failed writes or reads of the prediction store.", registry=r
+        )
+        # every vocabulary tag exists from the start (rates are never absent), and labelled
+        # children are looked up once: ``labels()`` costs more than the increment itself
+        self._tag_children = {tag: self.predicted_tags.labels(tag=tag) for tag in tags}
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        for endpoint in ("predict", "feedback"):
+            self.request_duration.labels(endpoint=endpoint)
+
+    def set_model(self, card: dict[str, Any]) -> None:
+        trained_until = str(card.get("training_period", {}).get("cutoff", ""))[:10]
+        self.model_info.labels(
+            version=str(card.get("version", "")), trained_until=trained_until
+        ).set(1)
+        validation = card.get("validation", {})
+        self.validation_jaccard.set(float(validation.get("jaccard", 0.0)))
+        self.validation_coverage.set(float(validation.get("coverage", 0.0)))
+        self.validation_unknown_tags.set(float(validation.get("unknown_tag_ratio", 0.0)))
+
+    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+        children = self._request_children.get((endpoint, status))
+        if children is None:
+            children = (
+                self.requests.labels(endpoint=endpoint, status=str(status)),
+                self.request_duration.labels(endpoint=endpoint),
+            )
+            self._request_children[(endpoint, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_prediction(
+        self, tags: Sequence[str], features: dict[str, Any], seconds: float
+    ) -> None:
+        self.inference.observe(seconds)
+        self.predictions.inc()
+        if not tags:
+            self.empty_predictions.inc()
+        for tag in tags:
+            child = self._tag_children.get(tag)
+            if child is None:
+                child = self._tag_children[tag] = self.predicted_tags.labels(tag=tag)
+            child.inc()
+        self.predicted_per_question.observe(len(tags))
+        self.title_chars.observe(features["title_chars"])
+        self.body_chars.observe(features["body_chars"])
+        self.oov_ratio.observe(features["oov_ratio"])
+        self.max_score.observe(features["max_score"])
+
+    def observe_feedback(
+        self, coverage: float, jaccard: float, n_tags: int, n_unknown: int
+    ) -> None:
+        self.feedback.inc()
+        self.coverage.observe(coverage)
+        self.jaccard.observe(jaccard)
+        self.feedback_tags.inc(n_tags)
+        self.feedback_unknown_tags.inc(n_unknown)
+
+    def observe_duplicate_feedback(self) -> None:
+        self.feedback_duplicates.inc()
+
+    def observe_store_error(self) -> None:
+        self.store_errors.inc()
+
+
+class NoMetrics(PredictorMetrics):
+    """Instrumentation off (``TAGWATCH_METRICS_ENABLED=false``): for overhead benchmarks."""
+
+    def __init__(self) -> None:
+        pass
+
+    def set_model(self, card: dict[str, Any]) -> None:
+        pass
+
+    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+        pass
+
+    def observe_prediction(
+        self, tags: Sequence[str], features: dict[str, Any], seconds: float
+    ) -> None:
+        pass
+
+    def observe_feedback(
+        self, coverage: float, jaccard: float, n_tags: int, n_unknown: int
+    ) -> None:
+        pass
+
+    def observe_duplicate_feedback(self) -> None:
+        pass
+
+    def observe_store_error(self) -> None:
+        pass

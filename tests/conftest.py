@@ -1,0 +1,54 @@
+"""Fixtures shared by every test package: the real data, a trained model, free ports."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tagger.settings import TagwatchSettings
+from tagger.train import TrainConfig, train
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tagwatch_settings() -> TagwatchSettings:
+    """Settings pointing at ../shared/data beside the repository (or TAGWATCH_DATA_DIR)."""
+    settings = TagwatchSettings()
+    if not settings.data_dir.is_absolute():
+        settings = TagwatchSettings(data_dir=(REPO_ROOT / settings.data_dir).resolve())
+    if not settings.titles_path.is_file():
+        pytest.fail(f"real data not found at {settings.titles_path} (set TAGWATCH_DATA_DIR)")
+    return settings
+
+
+@pytest.fixture(scope="session")
+def models_dir(
+    tmp_path_factory: pytest.TempPathFactory, tagwatch_settings: TagwatchSettings
+) -> Path:
+    """The default model (2008–2011, K=100) trained once per test session (~15 s).
+
+    Trained on the full pre-2012 data, not a subset: the drift tests need the real baseline.
+    """
+    out = tmp_path_factory.mktemp("models")
+    train(
+        TrainConfig(
+            data_path=tagwatch_settings.titles_path, output_dir=out, version="test", progress=False
+        )
+    )
+    return out
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """A function returning a TCP port free on 127.0.0.1 right now."""
+
+    def _free() -> int:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    return _free

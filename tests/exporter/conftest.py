@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from prometheus_client import CollectorRegistry
+
+from exporter.app import create_app
+from exporter.settings import PredictorSettings
+
+
+@pytest.fixture
+def predictor_settings(models_dir: Path, tmp_path: Path) -> PredictorSettings:
+    return PredictorSettings(
+        models_dir=models_dir, store_url=f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    )
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def app(predictor_settings: PredictorSettings, registry: CollectorRegistry) -> Flask:
+    return create_app(predictor_settings, registry)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def metric(registry: CollectorRegistry, name: str, labels: dict[str, str] | None = None) -> float:
+    """A sample's value (0.0 when absent)."""
+    value = registry.get_sample_value(name, labels or {})
+    return 0.0 if value is None else value

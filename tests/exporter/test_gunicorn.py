@@ -1,0 +1,139 @@
+"""Integration: the real predictor under gunicorn, several workers, one store, summed metrics."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+
+
+@contextmanager
+def serve(models_dir: Path, tmp_path: Path, port: int, workers: int = 3) -> Iterator[str]:
+    env = dict(
+        os.environ,
+        TAGWATCH_MODELS_DIR=str(models_dir),
+        TAGWATCH_STORE_URL=f"sqlite:///{tmp_path / 'store.sqlite3'}",
+        TAGWATCH_PORT=str(port),
+        TAGWATCH_WORKERS=str(workers),
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "multiproc"),
+    )
+    with open(tmp_path / f"gunicorn-{port}.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"{url}/readyz", timeout=5).status_code == 200:
+                    break
+            except (requests.ConnectionError, requests.Timeout):
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail((tmp_path / f"gunicorn-{port}.log").read_text())
+            time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+
+
+def sample(text: str, name: str, labels: str = "") -> float:
+    m = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.MULTILINE)
+    return float(m.group(1)) if m else 0.0
+
+
+@pytest.mark.slow
+def test_workers_share_totals_and_store_survives_restart(
+    models_dir: Path, tmp_path: Path, free_port: Callable[[], int]
+) -> None:
+    port = free_port()
+    n = 60
+    with serve(models_dir, tmp_path, port) as url:
+        session = requests.Session()
+        ids = []
+        for i in range(n):
+            r = session.post(f"{url}/predict", json={"title": f"python list comprehension {i}"})
+            assert r.status_code == 200
+            ids.append(r.json()["prediction_id"])
+            # a fresh connection each time lets the kernel hand requests to every worker
+            session.close()
+        for pid in ids[:10]:
+            r = requests.post(f"{url}/feedback", json={"prediction_id": pid, "tags": ["python"]})
+            assert r.status_code == 200
+        bad = requests.post(f"{url}/predict", json={"title": ""})
+        assert bad.status_code == 400
+        text = requests.get(f"{url}/metrics").text
+        pids = set(re.findall(r'pid="(\d+)"', text))
+        assert sample(text, "tagwatch_predictions_total") == n
+        assert sample(text, "tagwatch_feedback_total") == 10
+        assert sample(text, "tagwatch_inference_seconds_count") == n
+        assert (
+            sample(text, "tagwatch_http_requests_total", '{endpoint="predict",status="200"}') == n
+        )
+        assert (
+            sample(text, "tagwatch_http_requests_total", '{endpoint="predict",status="400"}') == 1
+        )
+        assert 'tagwatch_model_info{trained_until="2012-01-01",version="test"} 1.0' in text
+        assert not pids, "multiprocess gauges must not expose worker pids"
+        out = subprocess.run(
+            ["promtool", "check", "metrics"],
+            input=text,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert out.returncode == 0 and not out.stdout.strip(), out.stdout
+    # restart: stored rows are still there, feedback still idempotent, counters start anew
+    with serve(models_dir, tmp_path, port) as url:
+        r = requests.get(f"{url}/predictions/{ids[0]}")
+        assert r.status_code == 200
+        assert r.json()["feedback"]["tags"] == ["python"]
+        assert requests.get(f"{url}/predictions/{ids[-1]}").status_code == 200
+        again = requests.post(f"{url}/feedback", json={"prediction_id": ids[0], "tags": ["python"]})
+        assert again.json()["duplicate"] is True
+        text = requests.get(f"{url}/metrics").text
+        assert sample(text, "tagwatch_predictions_total") == 0
+        assert sample(text, "tagwatch_feedback_total") == 0
+    conn = sqlite3.connect(tmp_path / "store.sqlite3")
+    assert conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == n
+    assert conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0] == 10
+    conn.close()
+
+
+@pytest.mark.slow
+def test_requests_spread_over_workers(
+    models_dir: Path, tmp_path: Path, free_port: Callable[[], int]
+) -> None:
+    """Concurrent clients are served by more than one worker process."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    port = free_port()
+    with serve(models_dir, tmp_path, port, workers=3) as url:
+
+        def one(i: int) -> int:
+            r = requests.post(f"{url}/predict", json={"title": f"java spring boot {i}"})
+            return r.status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(one, range(200)))
+        assert codes == [200] * 200
+        files = list((tmp_path / "multiproc").glob("counter_*.db"))
+        assert len(files) >= 2, f"only {len(files)} worker(s) served requests"
+        text = requests.get(f"{url}/metrics").text
+        assert sample(text, "tagwatch_predictions_total") == 200
