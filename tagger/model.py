@@ -10,7 +10,6 @@ pipeline's scores within float rounding (tested).
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -117,29 +116,40 @@ class FastScorer:
         self.intercept = np.asarray(intercepts, dtype=np.float64)
         self._prior = 1.0 / (1.0 + np.exp(-self.intercept))
 
-    def terms(self, tokens: Sequence[str]) -> list[str]:
-        if self.ngram_max == 1 or len(tokens) < 2:
-            return list(tokens)
-        out = list(tokens)
-        for n in range(2, self.ngram_max + 1):
-            out.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
-        return out
-
     def score(self, tokens: Sequence[str]) -> tuple[np.ndarray, int]:
-        """Scores for every tag, and how many of the unigram tokens the model knows."""
-        vocab = self.vocabulary
-        n_known = sum(1 for t in tokens if t in vocab)
-        counts = Counter(vocab[t] for t in self.terms(tokens) if t in vocab)
+        """Scores for every tag, and how many of the unigram tokens the model knows.
+
+        Plain dict counting and in-place numpy: at ~15 µs a question, each avoided
+        temporary array or Counter is a visible share of the serving time.
+        """
+        get = self.vocabulary.get
+        counts: dict[int, int] = {}
+        n_known = 0
+        for tok in tokens:
+            i = get(tok)
+            if i is not None:
+                n_known += 1
+                counts[i] = counts.get(i, 0) + 1
+        for n in range(2, self.ngram_max + 1):
+            for k in range(len(tokens) - n + 1):
+                i = get(" ".join(tokens[k : k + n]))
+                if i is not None:
+                    counts[i] = counts.get(i, 0) + 1
         if not counts:
             return self._prior.copy(), n_known
-        idx = np.fromiter(counts.keys(), dtype=np.intp, count=len(counts))
+        idx = np.fromiter(counts, dtype=np.intp, count=len(counts))
         tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
         if self.sublinear:
-            tf = np.log(tf) + 1.0
+            np.log(tf, out=tf)
+            tf += 1.0
         w = tf * self.idf[idx]
         w /= math.sqrt(float(w @ w))
-        z = w @ self.weights[idx] + self.intercept
-        return 1.0 / (1.0 + np.exp(-z)), n_known
+        z = w @ self.weights[idx]
+        z += self.intercept
+        np.negative(z, out=z)
+        np.exp(z, out=z)
+        z += 1.0
+        return np.reciprocal(z, out=z), n_known
 
 
 class TagModel:
