@@ -325,10 +325,11 @@ class WriteBehindStore:
     """Predictions are queued and written by one background thread, many rows per transaction.
 
     A commit per request costs ~150 µs of SQLite locking and WAL writes, more than the model
-    itself; group commit makes it a few µs a row without adding latency: the writer takes
-    whatever is queued as soon as it is free, so at low traffic each row is written at once.
-    A failed write is retried with backoff (rows stay queued, counted by ``on_error``); the
-    queue is flushed on ``close`` (worker exit). Reads see queued rows of this process.
+    itself; group commit makes it a few µs a row. The writer commits at most every
+    ``max_delay_seconds`` (or as soon as ``max_batch`` rows wait), so a row reaches the
+    database within tens of milliseconds. A failed write is retried with backoff (rows stay
+    queued, counted by ``on_error``); the queue is flushed on ``close`` (worker exit). Reads of
+    this process see queued rows; other processes see them once committed.
     """
 
     def __init__(
@@ -336,15 +337,18 @@ class WriteBehindStore:
         inner: PredictionStore,
         on_error: Callable[[Exception], None] | None = None,
         max_batch: int = 500,
+        max_delay_seconds: float = 0.05,
         max_backoff_seconds: float = 5.0,
     ) -> None:
         self.inner = inner
         self.on_error = on_error
         self.max_batch = max_batch
+        self.max_delay_seconds = max_delay_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self._pending: dict[str, PredictionRecord] = {}
         self._cond = threading.Condition()
         self._closing = False
+        self._flushing = 0
         self._busy = False
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._thread.start()
@@ -370,6 +374,14 @@ class WriteBehindStore:
                     self._cond.wait()
                 if not self._pending:
                     return
+                deadline = time.monotonic() + self.max_delay_seconds
+                while (
+                    len(self._pending) < self.max_batch and not self._closing and not self._flushing
+                ):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
                 batch = list(self._pending.values())[: self.max_batch]
                 self._busy = True
             try:
@@ -395,11 +407,16 @@ class WriteBehindStore:
         """Wait until every queued row is written; False if that did not happen in time."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._pending or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))
+            self._flushing += 1  # the writer stops waiting for more rows
+            self._cond.notify_all()
+            try:
+                while self._pending or self._busy:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cond.wait(min(left, 0.05))
+            finally:
+                self._flushing -= 1
         return True
 
     @property
