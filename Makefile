@@ -10,6 +10,7 @@ export TAGWATCH_DATA_DIR ?= $(abspath ../shared/data)
 
 help:
 	@echo "make up      train the model if needed, start the stack, print the URLs"
+	@echo "make serve   only the predictor, in the foreground"
 	@echo "make down    stop the stack started by make up"
 	@echo "make demo    make up + replay real 2011→2020 questions (drift and alerts fire)"
 	@echo "make test    install if needed, then lint + the whole test suite"
@@ -33,7 +34,13 @@ serve: install model
 	$(PY) -m exporter serve
 
 up: install model
-	$(PY) -m exporter serve
+	bash scripts/up.sh
+
+down:
+	bash scripts/down.sh
+
+demo: install model
+	bash scripts/demo.sh
 
 test: install
 	$(MAKE) lint
@@ -43,6 +50,8 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	bash scripts/lint-config.sh
+	bash scripts/lint-monitoring.sh
 
 format: install
 	$(VENV)/bin/ruff check --fix .
@@ -50,6 +59,7 @@ format: install
 
 bench: install model
 	$(PY) benchmarks/predictor.py
+	$(PY) -m benchmarks.drift
 
 clean:
 	rm -rf $(VENV) var reports .mypy_cache .ruff_cache .pytest_cache

@@ -311,7 +311,7 @@ def create_app(
     """Build the predictor. A missing model or store does not stop it: /readyz says why."""
     settings = settings or PredictorSettings()
     registry = registry if registry is not None else CollectorRegistry()
-    app = Flask("exporter")
+    app = Flask(__name__)
     # a request larger than any valid one is refused before it is read
     app.config["MAX_CONTENT_LENGTH"] = 8 * settings.max_body_bytes + 4 * settings.max_title_chars
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -1,0 +1,94 @@
+"""Every metric of the drift process, built against an injected registry."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+FEATURES = (
+    "title_chars",
+    "body_chars",
+    "n_code_blocks",
+    "n_links",
+    "n_tokens",
+    "oov_ratio",
+    "max_score",
+    "n_predicted_tags",
+    "top_tag",
+    "unknown_feedback_tags_ratio",
+)
+
+
+class DriftMetrics:
+    """The ``tagwatch_drift_*`` metrics; labels are feature names only (bounded)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.feature_status = Gauge(
+            "tagwatch_drift_feature_status",
+            "Worst traffic light of the latest judged bin (0 green, 1 yellow, 2 red).",
+            ["feature"],
+            registry=registry,
+        )
+        self.feature_red_tests = Gauge(
+            "tagwatch_drift_feature_red_tests",
+            "Red traffic lights of the feature in the latest judged bin.",
+            ["feature"],
+            registry=registry,
+        )
+        self.feature_yellow_tests = Gauge(
+            "tagwatch_drift_feature_yellow_tests",
+            "Yellow traffic lights of the feature in the latest judged bin.",
+            ["feature"],
+            registry=registry,
+        )
+        self.rows_analysed = Gauge(
+            "tagwatch_drift_rows_analysed",
+            "Predictions in the judged bins of the window at the last run.",
+            registry=registry,
+        )
+        self.bins_judged = Gauge(
+            "tagwatch_drift_bins_judged",
+            "Time bins judged at the last run (complete, with enough rows).",
+            registry=registry,
+        )
+        self.latest_bin_timestamp = Gauge(
+            "tagwatch_drift_latest_bin_timestamp_seconds",
+            "Start of the latest judged bin (0: none).",
+            registry=registry,
+        )
+        self.last_success = Gauge(
+            "tagwatch_drift_last_success_timestamp_seconds",
+            "End of the last run that finished without error (0: none yet).",
+            registry=registry,
+        )
+        self.last_duration = Gauge(
+            "tagwatch_drift_last_run_duration_seconds",
+            "Duration of the last run, successful or not.",
+            registry=registry,
+        )
+        self.runs = Counter("tagwatch_drift_runs", "Drift runs started.", registry=registry)
+        self.failures = Counter(
+            "tagwatch_drift_failures", "Drift runs that failed.", registry=registry
+        )
+
+    def set_statuses(self, worst: Mapping[str, tuple[int, int, int]]) -> None:
+        """``worst[feature] = (status, red, yellow)``; features not judged lose their series."""
+        for feature in FEATURES:
+            if feature in worst:
+                status, red, yellow = worst[feature]
+                self.feature_status.labels(feature=feature).set(status)
+                self.feature_red_tests.labels(feature=feature).set(red)
+                self.feature_yellow_tests.labels(feature=feature).set(yellow)
+            else:
+                self.clear(feature)
+
+    def clear(self, feature: str) -> None:
+        for gauge in (self.feature_status, self.feature_red_tests, self.feature_yellow_tests):
+            with contextlib.suppress(KeyError):
+                gauge.remove(feature)
+
+    def clear_all(self, features: Iterable[str] = FEATURES) -> None:
+        for feature in features:
+            self.clear(feature)

@@ -1,0 +1,60 @@
+"""Settings of the drift job (``TAGWATCH_`` environment prefix)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from pydantic import field_validator
+
+from tagger.settings import TagwatchSettings
+
+
+class DriftSettings(TagwatchSettings):
+    """Where to read, what to judge and when; built once by ``python -m drift``."""
+
+    store_url: str = "sqlite:///var/tagwatch.sqlite3"
+    model_version: str = "latest"
+    reports_dir: Path = Path("reports/drift")
+    state_dir: Path = Path("var/drift")
+    window_days: int = 30
+    bin_size: str = "1D"
+    min_rows_per_bin: int = 100
+    min_feedback_per_bin: int = 30
+    max_bins: int = 60
+    top_tags: int = 15
+    cron: str = "0 2 * * *"
+    host: str = "127.0.0.1"
+    port: int = 8001
+    misfire_grace_seconds: int = 3600
+    run_on_start: bool = False
+    # effect-size rules: largest change of one histogram bin's share (popmon max_prob_diff)
+    yellow_max_prob_diff: float = 0.05
+    red_max_prob_diff: float = 0.07
+    # share of user tags unknown to the model, absolute rise over the validation share
+    yellow_unknown_tags_rise: float = 0.05
+    red_unknown_tags_rise: float = 0.10
+    # True: report loads its JavaScript/CSS from a CDN (small file); False: embedded (offline)
+    report_online: bool = True
+
+    @field_validator("bin_size")
+    @classmethod
+    def _valid_bin_size(cls, v: str) -> str:
+        try:
+            width = pd.Timedelta(v)
+        except ValueError as exc:
+            raise ValueError(f"bin_size {v!r} is not a duration like '1D' or '15min'") from exc
+        if width < pd.Timedelta("1min"):
+            raise ValueError(f"bin_size {v!r} is shorter than one minute")
+        return v
+
+    @field_validator("window_days", "min_rows_per_bin", "top_tags", "max_bins")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be at least 1")
+        return v
+
+    @property
+    def bin_ns(self) -> int:
+        return int(pd.Timedelta(self.bin_size).value)

@@ -1,0 +1,110 @@
+"""Alertmanager configuration rendered from settings (checked by the real amtool)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alerting.amconfig import build_config, render_config
+from alerting.settings import AlertingSettings
+
+from .conftest import ALERTMANAGER_DIR, REPO_ROOT
+
+
+def test_committed_config_is_the_rendered_defaults() -> None:
+    committed = (ALERTMANAGER_DIR / "alertmanager.yml").read_text()
+    assert committed == render_config(AlertingSettings.model_construct()), (
+        "run: python -m alerting render-config --defaults > alertmanager/alertmanager.yml"
+    )
+
+
+def test_real_smtp_settings_render_tls_auth_and_password_file(tmp_path: Path) -> None:
+    secret = tmp_path / "smtp_password"
+    secret.write_text("s3cret-value\n")
+    settings = AlertingSettings(
+        smtp_host="smtp.example.org",
+        smtp_port=587,
+        smtp_from="tagwatch@example.org",
+        smtp_username="tagwatch",
+        smtp_password_file=secret,
+        smtp_require_tls=True,
+        alert_email_to="a@example.org, b@example.org",
+        grafana_url="https://grafana.example.org/",
+        alertmanager_templates=str(ALERTMANAGER_DIR / "templates" / "*.tmpl"),
+    )
+    text = render_config(settings)
+    assert "s3cret-value" not in text  # the password never lands in the file
+    cfg = yaml.safe_load(text)
+    assert cfg["global"] == {
+        "smtp_smarthost": "smtp.example.org:587",
+        "smtp_from": "tagwatch@example.org",
+        "smtp_require_tls": True,
+        "smtp_auth_username": "tagwatch",
+        "smtp_auth_password_file": str(secret),
+    }
+    email = cfg["receivers"][0]["email_configs"][0]
+    assert email["to"] == "a@example.org, b@example.org"
+    assert email["send_resolved"] is True
+    assert '{{ "https://grafana.example.org" }}' in email["html"]  # trailing slash dropped
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(text)
+    result = subprocess.run(
+        ["amtool", "check-config", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_routes_critical_fast_warnings_grouped_inhibition() -> None:
+    route = build_config(AlertingSettings.model_construct())["route"]
+    critical, warning, info = route["routes"]
+    assert critical["matchers"] == ['severity="critical"']
+    assert critical["group_wait"] == "10s" and critical["repeat_interval"] == "3h"
+    assert warning["group_by"] == ["job"]  # one email per job gathers its warnings
+    assert info["receiver"] == "null"
+    inhibit = build_config(AlertingSettings.model_construct())["inhibit_rules"][0]
+    assert inhibit["source_matchers"] == ['alertname="PredictorDown"']
+    assert "JaccardLow" in inhibit["target_matchers"][0] and inhibit["equal"] == ["job"]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TAGWATCH_GRAFANA_URL": "grafana:3000"}, "TAGWATCH_GRAFANA_URL"),
+        ({"TAGWATCH_ALERT_EMAIL_TO": "not-an-address"}, "TAGWATCH_ALERT_EMAIL_TO"),
+        ({"TAGWATCH_SMTP_PORT": "smtp"}, "TAGWATCH_SMTP_PORT"),
+    ],
+)
+def test_cli_names_the_bad_setting(env: dict[str, str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "alerting", "render-config"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **env},
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_writes_the_file(tmp_path: Path) -> None:
+    out = tmp_path / "am" / "alertmanager.yml"
+    result = subprocess.run(
+        [sys.executable, "-m", "alerting", "render-config", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "TAGWATCH_SMTP_HOST": "mailpit",
+            "TAGWATCH_SMTP_PORT": "1025",
+        },
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(out.read_text())["global"]["smtp_smarthost"] == "mailpit:1025"

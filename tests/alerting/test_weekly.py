@@ -1,0 +1,206 @@
+"""The weekly summary without Prometheus: pure parts, degraded reports, SMTP behaviour
+(real aiosmtpd sink, STARTTLS + AUTH with a self-signed certificate), the scheduler process."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import requests
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from prometheus_client import CollectorRegistry
+
+from alerting.mailer import MailError
+from alerting.metrics import WeeklyMetrics
+from alerting.prom import Series
+from alerting.settings import AlertingSettings
+from alerting.weekly import alert_episodes, question_link, run_weekly
+from exporter.store import FeedbackRecord, PredictionRecord, SQLiteStore
+from tagger.model import FEATURE_COLUMNS
+
+from .conftest import REPO_ROOT, Proc, SmtpSink
+
+END = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+
+
+def test_alert_episodes_counts_runs_and_minutes() -> None:
+    t0 = END.timestamp()
+    series = [
+        # two episodes of PredictorDown on one instance: 3 min, a gap, then 2 min
+        Series(
+            {"alertname": "PredictorDown", "severity": "critical", "instance": "a:8000"},
+            [(t0 + 60 * i, 1.0) for i in (0, 1, 2, 10, 11)],
+        ),
+        Series(
+            {"alertname": "DataDriftDetected", "severity": "warning", "feature": "oov_ratio"},
+            [(t0 + 60 * i, 1.0) for i in range(30)],
+        ),
+    ]
+    summary = alert_episodes(series)
+    assert [(a.alertname, a.episodes, a.minutes) for a in summary] == [
+        ("PredictorDown", 2, 5.0),  # critical first
+        ("DataDriftDetected", 1, 30.0),
+    ]
+    assert summary[0].labels == ["instance=a:8000"]
+    assert summary[1].labels == ["feature=oov_ratio"]
+
+
+def test_question_link_prefers_the_question_url() -> None:
+    base = "http://predictor:8000"
+    assert question_link({"id": "x", "url": "https://stackoverflow.com/q/1"}, base) == (
+        "https://stackoverflow.com/q/1"
+    )
+    assert question_link({"id": "abc", "url": None}, base) == f"{base}/predictions/abc"
+    assert question_link({"id": "abc", "url": "javascript:x"}, base) == f"{base}/predictions/abc"
+
+
+def _store(path: Path) -> None:
+    store = SQLiteStore(path)
+    features: dict[str, object] = dict.fromkeys(FEATURE_COLUMNS, 0)
+    features.update(top_tag="(none)", oov_ratio=0.9)
+    for i, url in enumerate(["https://stackoverflow.com/q/42", None]):
+        store.save_prediction(
+            PredictionRecord(
+                id=f"p{i}",
+                created_at=END.timestamp() - 3600,
+                title=f"Question number {i}",
+                body="",
+                tags=[],
+                scores={},
+                inference_seconds=0.001,
+                model_version="t",
+                features=features,
+                url=url,
+            )
+        )
+        store.save_feedback(FeedbackRecord(f"p{i}", ["python"], 0.0, 0.0, 1, END.timestamp()))
+    store.close()
+
+
+def _settings(tmp_path: Path, smtp_port: int, **kw: object) -> AlertingSettings:
+    values: dict[str, object] = dict(
+        prometheus_url="http://127.0.0.1:9",  # nothing listens: Prometheus unreachable
+        prometheus_timeout_seconds=2,
+        store_url=f"sqlite:///{tmp_path / 'store.sqlite3'}",
+        reports_dir=tmp_path / "reports",
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_port,
+        weekly_email_to="ml@example.org",
+        smtp_attempts=3,
+        smtp_backoff_seconds=0.5,
+        predictor_url="http://predictor.test:8000",
+    )
+    values.update(kw)
+    return AlertingSettings(**values)  # type: ignore[arg-type]
+
+
+def test_prometheus_down_report_names_missing_sections(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    _store(tmp_path / "store.sqlite3")
+    metrics = WeeklyMetrics(CollectorRegistry())
+    path = run_weekly(_settings(tmp_path, smtp_sink.port), metrics, end=END)
+    assert path == tmp_path / "reports" / "2026-11-23.html"
+    mail = smtp_sink.wait_for(lambda m: "Weekly summary" in m.subject, 5)
+    assert mail.subject == (
+        "[tagwatch] Weekly summary 2026-11-16 to 2026-11-23: 0 alert episode(s), "
+        "3 section(s) missing"
+    )
+    text = mail.part("plain")
+    for section in ("volume, latency and quality per day", "alert episodes",
+                    "drift status per feature"):  # fmt: skip
+        assert f"- {section}: Prometheus at http://127.0.0.1:9 unreachable" in text
+    # the store part is still there, with links
+    assert "Question number 0\r\n  https://stackoverflow.com/q/42" in text
+    assert "Question number 1\r\n  http://predictor.test:8000/predictions/p1" in text
+    assert 'href="https://stackoverflow.com/q/42"' in mail.part("html")
+    assert metrics.missing_sections._value.get() == 3
+    assert metrics.emails_sent._value.get() == 1
+    assert metrics.last_success._value.get() > 0
+    assert "Missing sections" in path.read_text()
+
+
+def test_smtp_outage_keeps_the_file_retries_with_backoff_and_counts_failure(
+    tmp_path: Path, free_port: Callable[[], int]
+) -> None:
+    delays: list[float] = []
+    metrics = WeeklyMetrics(CollectorRegistry())
+    settings = _settings(tmp_path, free_port(), store_url="sqlite:///missing.sqlite3")
+    with pytest.raises(MailError, match="not delivered after 3 attempts"):
+        run_weekly(settings, metrics, end=END, sleep=delays.append)
+    assert delays == [0.5, 1.0]
+    assert metrics.failures._value.get() == 1
+    assert metrics.last_success._value.get() == 0
+    report = (tmp_path / "reports" / "2026-11-23.html").read_text()
+    assert "problematic questions" in report and "store not found" in report
+
+
+class _Auth:
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and (
+            auth_data.login == b"tagwatch" and auth_data.password == b"pa55word"
+        )
+        return AuthResult(success=ok)
+
+
+def test_starttls_and_auth_with_password_file(tmp_path: Path, free_port: Callable[[], int]) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    secret = tmp_path / "smtp_password"
+    secret.write_text("pa55word\n")
+    port = free_port()
+    with SmtpSink(
+        port, tls_context=context, require_starttls=True, authenticator=_Auth(),
+        auth_require_tls=True,
+    ) as sink:  # fmt: skip
+        settings = _settings(
+            tmp_path, port, smtp_require_tls=True, smtp_tls_ca_file=cert,
+            smtp_username="tagwatch", smtp_password_file=secret,
+        )  # fmt: skip
+        run_weekly(settings, WeeklyMetrics(CollectorRegistry()), end=END)
+        mail = sink.wait_for(lambda m: True, 5)
+        assert "Weekly summary" in mail.subject
+        assert mail.message["To"] == "ml@example.org"
+
+
+def test_scheduler_process_serves_metrics(tmp_path: Path, free_port: Callable[[], int]) -> None:
+    port = free_port()
+    proc = Proc(
+        "weekly-serve",
+        [sys.executable, "-m", "alerting", "serve"],
+        tmp_path,
+        env={"TAGWATCH_WEEKLY_PORT": str(port), "TAGWATCH_WEEKLY_CRON": "0 8 * * mon"},
+        cwd=REPO_ROOT,
+    )
+    try:
+        proc.wait_http(f"http://127.0.0.1:{port}/metrics", 30)
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        for name in ("tagwatch_weekly_last_success_timestamp_seconds 0.0",
+                     "tagwatch_weekly_runs_total 0.0", "tagwatch_weekly_failures_total 0.0",
+                     "tagwatch_weekly_emails_sent_total 0.0"):  # fmt: skip
+            assert name in text
+        time.sleep(0.5)
+        assert "scheduled '0 8 * * mon' UTC" in proc.log()
+    finally:
+        proc.stop()
+
+
+def test_bad_cron_is_a_clear_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "alerting", "serve"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "TAGWATCH_WEEKLY_CRON": "every monday"},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "TAGWATCH_WEEKLY_CRON='every monday'" in result.stderr

@@ -1,0 +1,201 @@
+"""Deployment files: docker-compose.yml, the Docker-side Prometheus config, the Dockerfile, the
+Procfile of ``make up``, the demo's Prometheus variant and the GitHub workflow."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+LONG_RUNNING = {"predictor", "drift", "weekly", "prometheus", "alertmanager", "grafana", "mailpit"}
+PINNED_IMAGES = {
+    "prometheus": "prom/prometheus:v2.42.0",
+    "alertmanager": "prom/alertmanager:v0.25.0",
+    "grafana": "grafana/grafana:10.4.2",
+    "mailpit": "axllent/mailpit:v1.18",
+}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """The file as docker-compose resolves it (anchors merged, variables substituted)."""
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose not installed (apt-get install docker-compose)")
+    proc = subprocess.run(
+        ["docker-compose", "-f", "docker-compose.yml", "config"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    config: dict[str, Any] = yaml.safe_load(proc.stdout)
+    return config
+
+
+def test_compose_validates_and_runs_every_service(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == LONG_RUNNING | {"alertmanager-config"}
+    for name, image in PINNED_IMAGES.items():
+        assert services[name]["image"] == image
+    for name in LONG_RUNNING:
+        assert "healthcheck" in services[name], f"{name} has no healthcheck"
+        assert services[name]["restart"] == "unless-stopped"
+    for name in ("predictor", "drift", "weekly", "alertmanager-config"):
+        assert services[name]["image"] == "tagwatch:dev"
+        assert services[name]["build"]["context"] == str(REPO)
+    assert services["predictor"]["command"] == ["python", "-m", "exporter", "serve"]
+    assert services["drift"]["command"] == ["python", "-m", "drift"]
+    assert services["weekly"]["command"] == ["python", "-m", "alerting", "serve"]
+
+
+def test_compose_volumes_data_mount_and_secret(compose: dict[str, Any]) -> None:
+    assert {"models", "store", "reports", "prometheus-data"} <= set(compose["volumes"])
+    services = compose["services"]
+    mounts = [
+        (v["source"], v["target"], v.get("read_only", False)) if isinstance(v, dict)
+        else (v.split(":")[0], v.split(":")[1], v.endswith(":ro"))
+        for v in services["predictor"]["volumes"]
+    ]  # fmt: skip
+    data_dir = str((REPO / "../shared/data").resolve())
+    assert (data_dir, "/data", True) in mounts  # the real data: mounted read-only, never copied
+    assert ("models", "/var/lib/tagwatch/models", False) in mounts
+    assert ("store", "/var/lib/tagwatch/store", False) in mounts
+    assert services["predictor"]["environment"]["TAGWATCH_TRAIN_IF_MISSING"] == "1"
+    # the SMTP password only as a secret file, never in the environment
+    assert set(compose["secrets"]) == {"smtp_password"}
+    for name in ("weekly", "alertmanager"):
+        assert [s["source"] for s in services[name]["secrets"]] == ["smtp_password"]
+    for name, service in services.items():
+        env = service.get("environment", {})
+        assert not any(
+            "PASSWORD" in k and not k.endswith(("_FILE", "GF_SECURITY_ADMIN_PASSWORD")) for k in env
+        ), name
+        if "TAGWATCH_SMTP_PASSWORD_FILE" in env:
+            assert env["TAGWATCH_SMTP_PASSWORD_FILE"] == "/run/secrets/smtp_password"
+    assert "--cluster.listen-address=" in services["alertmanager"]["command"]
+    assert services["alertmanager"]["depends_on"]["alertmanager-config"] == {
+        "condition": "service_completed_successfully"
+    }
+    assert (
+        services["prometheus"]["command"][0]
+        == "--config.file=/etc/prometheus/prometheus.docker.yml"
+    )
+
+
+def test_docker_prometheus_config_matches_the_local_one() -> None:
+    local = yaml.safe_load((REPO / "prometheus/prometheus.yml").read_text())
+    docker = yaml.safe_load((REPO / "prometheus/prometheus.docker.yml").read_text())
+    assert docker["global"] == local["global"]
+    assert docker["rule_files"] == local["rule_files"]
+    local_jobs = {j["job_name"]: j for j in local["scrape_configs"]}
+    docker_jobs = {j["job_name"]: j for j in docker["scrape_configs"]}
+    assert set(docker_jobs) == set(local_jobs)
+    for name, job in docker_jobs.items():
+        (target,) = job["static_configs"][0]["targets"]
+        host, port = target.split(":")
+        assert port == local_jobs[name]["static_configs"][0]["targets"][0].split(":")[1]
+        assert host == ("127.0.0.1" if name == "prometheus" else name)
+    assert docker["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
+        "alertmanager:9093"
+    ]
+    if shutil.which("promtool"):
+        proc = subprocess.run(
+            ["promtool", "check", "config", "prometheus/prometheus.docker.yml"],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dockerfile_is_slim_non_root_and_holds_no_data() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
+    users = re.findall(r"^USER (\S+)$", text, re.M)
+    assert users and not users[-1].startswith(("0", "root"))
+    copies = re.findall(r"^COPY (.+)$", text, re.M)
+    assert copies and not any(".." in c or "data" in c or "models" in c for c in copies)
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    assert ignore[[line.strip() for line in ignore].index("*")] == "*"  # a whitelist
+    entrypoint = (REPO / "scripts/docker-entrypoint.sh").read_text()
+    assert "python -m tagger.train" in entrypoint
+
+
+def test_procfile_runs_the_local_stack() -> None:
+    entries = dict(
+        line.split(": ", 1)
+        for line in (REPO / "Procfile").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert set(entries) == {
+        "predictor",
+        "drift",
+        "weekly",
+        "prometheus",
+        "alertmanager",
+        "mailsink",
+    }
+    assert "python -m exporter serve" in entries["predictor"]
+    assert "python -m drift" in entries["drift"]
+    assert "python -m alerting serve" in entries["weekly"]
+    assert "--cluster.listen-address= " in entries["alertmanager"]
+    assert "python -m alerting.mailsink --dir $STACK_VAR/mail" in entries["mailsink"]
+    # only the predictor may see PROMETHEUS_MULTIPROC_DIR: others would write into it
+    assert [n for n, cmd in entries.items() if "PROMETHEUS_MULTIPROC_DIR" in cmd] == ["predictor"]
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "honcho"), "check"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_demo_prometheus_keeps_rules_and_shortens_demo_alerts(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "scripts/demo_prometheus.py", "--output", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    original = {
+        r.get("alert") or r["record"]: r
+        for f in sorted((REPO / "prometheus/rules").glob("*.yml"))
+        for g in yaml.safe_load(f.read_text())["groups"]
+        for r in g["rules"]
+    }
+    demo = {
+        r.get("alert") or r["record"]: r
+        for f in sorted((tmp_path / "rules").glob("*.yml"))
+        for g in yaml.safe_load(f.read_text())["groups"]
+        for r in g["rules"]
+    }
+    assert demo.keys() == original.keys()
+    assert all(demo[k]["expr"] == original[k]["expr"] for k in demo)
+    assert demo["JaccardLow"]["for"] == "1m" and original["JaccardLow"]["for"] != "1m"
+    assert demo["PredictorDown"]["for"] == original["PredictorDown"]["for"]
+    if shutil.which("promtool"):
+        check = subprocess.run(
+            ["promtool", "check", "config", str(tmp_path / "prometheus.yml")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_ci_workflow_is_valid_and_deploys_only_after_success_on_main() -> None:
+    workflow = REPO / ".github/workflows/ci.yml"
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "check-jsonschema"), "--builtin-schema",
+         "vendor.github-workflows", str(workflow)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    jobs = yaml.safe_load(workflow.read_text())["jobs"]
+    assert set(jobs["deploy"]["needs"]) == {"lint", "test", "image"}
+    assert "refs/heads/main" in jobs["deploy"]["if"]
+    assert jobs["deploy"]["permissions"]["packages"] == "write"
+    steps = " ".join(str(s.get("run", "")) for job in jobs.values() for s in job["steps"])
+    for check in ("ruff check", "ruff format --check", "promtool check", "amtool check-config",
+                  "compose -f docker-compose.yml config", "make test"):  # fmt: skip
+        assert check in steps, check
