@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ from exporter.store import (
     PredictionStore,
     StoreError,
     WriteBehindStore,
+    new_prediction_id,
     open_store,
 )
 from exporter.validation import ApiError, FeedbackRequest, parse_feedback, parse_predict
@@ -70,7 +70,7 @@ def predict() -> tuple[Response, int]:
     t0 = time.perf_counter()
     analysis = s.artefact.model.analyse(req.title, req.body)
     seconds = time.perf_counter() - t0
-    prediction_id = uuid.uuid4().hex
+    prediction_id = new_prediction_id()
     if s.store is not None:
         record = PredictionRecord(
             id=prediction_id,
@@ -210,6 +210,7 @@ def readyz() -> tuple[Response, int]:
 @bp.get("/metrics")
 def metrics() -> Response:
     s = _services()
+    s.metrics.flush()  # this worker's queued observations; the others flush on their own
     if s.settings.multiproc_dir is not None:
         # under gunicorn each worker writes its own files; totals are summed at read time
         registry = CollectorRegistry()
@@ -272,9 +273,13 @@ def _load_services(settings: PredictorSettings, registry: CollectorRegistry) -> 
         artefact_error = str(exc)
         log.error("model not loaded: %s", exc)
     tags = [str(t) for t in artefact.model.classes] if artefact else []
-    metrics: PredictorMetrics = (
-        PredictorMetrics(registry, tags) if settings.metrics_enabled else NoMetrics()
-    )
+    metrics: PredictorMetrics = NoMetrics()
+    if settings.metrics_enabled:
+        # under gunicorn, observations are applied in batches (see PredictorMetrics.flush)
+        multiprocess = settings.multiproc_dir is not None
+        metrics = PredictorMetrics(registry, tags, batch_size=32 if multiprocess else 1)
+        if multiprocess:
+            metrics.start_flusher(settings.metrics_flush_seconds)
     if artefact is not None:
         metrics.set_model(artefact.card)
 

@@ -29,7 +29,10 @@ def post_fork(server: Any, worker: Any) -> None:
 
 def worker_exit(server: Any, worker: Any) -> None:
     services = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("tagwatch")
-    if services is not None and services.store is not None:
+    if services is None:
+        return
+    services.metrics.flush()  # queued observations reach the worker's metric files
+    if services.store is not None:
         services.store.close()  # write the rows still queued before the worker goes
 
 

@@ -7,6 +7,9 @@ The names are a contract with the alert rules (``prometheus/rules``) and the das
 
 from __future__ import annotations
 
+import bisect
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,11 +25,35 @@ TITLE_BUCKETS = (10, 20, 30, 40, 50, 60, 80, 100, 150, 200, 300)
 BODY_BUCKETS = (0, 100, 300, 1000, 3000, 10000, 30000, 65536)
 
 
+def _observe_many(histogram: Any, values: Sequence[float]) -> None:
+    """``histogram.observe(v)`` for every value, one write per touched bucket.
+
+    prometheus_client keeps one non-cumulative count per bucket (``_buckets``, the first upper
+    bound ≥ the value) and a ``_sum``; tests check this equals calling ``observe``.
+    """
+    if not values:
+        return
+    bounds = histogram._upper_bounds
+    counts: dict[int, int] = {}
+    for v in values:
+        i = bisect.bisect_left(bounds, v)
+        counts[i] = counts.get(i, 0) + 1
+    for i, n in counts.items():
+        histogram._buckets[i].inc(n)
+    histogram._sum.inc(float(sum(values)))
+
+
 class PredictorMetrics:
     """The predictor's metrics; the app only calls the ``observe_*`` methods."""
 
-    def __init__(self, registry: CollectorRegistry, tags: Sequence[str] = ()) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, tags: Sequence[str] = (), batch_size: int = 1
+    ) -> None:
         r = registry
+        self.batch_size = batch_size
+        self._flush_lock = threading.Lock()
+        self._requests_pending: list[tuple[str, int, float]] = []
+        self._predictions_pending: list[tuple[float, tuple[str, ...], int, int, float, float]] = []
         self.inference = Histogram(
             "tagwatch_inference_seconds",
             "Model time per question (cleaning, scoring, decision, features).",
@@ -161,6 +188,69 @@ class PredictorMetrics:
         self.validation_unknown_tags.set(float(validation.get("unknown_tag_ratio", 0.0)))
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+        self._requests_pending.append((endpoint, status, seconds))
+        if len(self._requests_pending) >= self.batch_size:
+            self.flush()
+
+    def observe_prediction(
+        self, tags: Sequence[str], features: dict[str, Any], seconds: float
+    ) -> None:
+        self._predictions_pending.append(
+            (
+                seconds,
+                tuple(tags),
+                features["title_chars"],
+                features["body_chars"],
+                features["oov_ratio"],
+                features["max_score"],
+            )
+        )
+        if len(self._predictions_pending) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Apply the queued request and prediction observations to the metrics.
+
+        In multiprocess mode each increment is a locked write to a memory-mapped file
+        (~1.5 µs, 17 of them a request); adding a batch's counts bucket by bucket makes the
+        instrumentation a small share of a request. Values lag by at most ``batch_size``
+        requests or the flush interval; /metrics flushes its own worker first.
+        """
+        with self._flush_lock:
+            requests, self._requests_pending = self._requests_pending, []
+            predictions, self._predictions_pending = self._predictions_pending, []
+            per_endpoint: dict[tuple[str, int], list[float]] = {}
+            for endpoint, status, seconds in requests:
+                per_endpoint.setdefault((endpoint, status), []).append(seconds)
+            for (endpoint, status), durations in per_endpoint.items():
+                counter, histogram = self._request_children_of(endpoint, status)
+                counter.inc(len(durations))
+                _observe_many(histogram, durations)
+            if not predictions:
+                return
+            self.predictions.inc(len(predictions))
+            tag_counts: dict[str, int] = {}
+            n_empty = 0
+            for p in predictions:
+                if not p[1]:
+                    n_empty += 1
+                for tag in p[1]:
+                    tag_counts[tag] = tag_counts.get(tag, 0) + 1
+            if n_empty:
+                self.empty_predictions.inc(n_empty)
+            for tag, n in tag_counts.items():
+                child = self._tag_children.get(tag)
+                if child is None:
+                    child = self._tag_children[tag] = self.predicted_tags.labels(tag=tag)
+                child.inc(n)
+            _observe_many(self.inference, [p[0] for p in predictions])
+            _observe_many(self.predicted_per_question, [len(p[1]) for p in predictions])
+            _observe_many(self.title_chars, [p[2] for p in predictions])
+            _observe_many(self.body_chars, [p[3] for p in predictions])
+            _observe_many(self.oov_ratio, [p[4] for p in predictions])
+            _observe_many(self.max_score, [p[5] for p in predictions])
+
+    def _request_children_of(self, endpoint: str, status: int) -> tuple[Any, Any]:
         children = self._request_children.get((endpoint, status))
         if children is None:
             children = (
@@ -168,26 +258,21 @@ class PredictorMetrics:
                 self.request_duration.labels(endpoint=endpoint),
             )
             self._request_children[(endpoint, status)] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        return children
 
-    def observe_prediction(
-        self, tags: Sequence[str], features: dict[str, Any], seconds: float
-    ) -> None:
-        self.inference.observe(seconds)
-        self.predictions.inc()
-        if not tags:
-            self.empty_predictions.inc()
-        for tag in tags:
-            child = self._tag_children.get(tag)
-            if child is None:
-                child = self._tag_children[tag] = self.predicted_tags.labels(tag=tag)
-            child.inc()
-        self.predicted_per_question.observe(len(tags))
-        self.title_chars.observe(features["title_chars"])
-        self.body_chars.observe(features["body_chars"])
-        self.oov_ratio.observe(features["oov_ratio"])
-        self.max_score.observe(features["max_score"])
+    def start_flusher(self, interval_seconds: float = 1.0) -> threading.Thread:
+        """A daemon thread flushing every ``interval_seconds``, so an idle worker's last
+        observations still reach /metrics."""
+
+        def run() -> None:
+            while True:
+                time.sleep(interval_seconds)
+                if self._requests_pending or self._predictions_pending:
+                    self.flush()
+
+        thread = threading.Thread(target=run, name="metrics-flusher", daemon=True)
+        thread.start()
+        return thread
 
     def observe_feedback(
         self, coverage: float, jaccard: float, n_tags: int, n_unknown: int
@@ -229,6 +314,12 @@ class NoMetrics(PredictorMetrics):
 
     def observe_duplicate_feedback(self) -> None:
         pass
+
+    def flush(self) -> None:
+        pass
+
+    def start_flusher(self, interval_seconds: float = 1.0) -> threading.Thread:
+        raise RuntimeError("metrics are disabled")
 
     def observe_store_error(self) -> None:
         pass

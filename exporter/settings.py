@@ -18,6 +18,7 @@ class PredictorSettings(TagwatchSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1)
     max_title_chars: int = Field(default=1000, ge=1)
     metrics_enabled: bool = True
+    metrics_flush_seconds: float = Field(default=1.0, gt=0)
     store_enabled: bool = True
     log_level: str = "INFO"
     multiproc_dir: Path | None = Field(

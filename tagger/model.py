@@ -56,7 +56,9 @@ def build_pipeline(C: float = 4.0, min_df: int = 2, ngram_max: int = 2) -> Pipel
             (
                 "clf",
                 # n_jobs must stay 1: joblib workers fail on sparse TF-IDF (read-only buffers)
-                OneVsRestClassifier(LogisticRegression(C=C, solver="liblinear"), n_jobs=1),
+                OneVsRestClassifier(
+                    LogisticRegression(C=C, solver="liblinear", random_state=0), n_jobs=1
+                ),
             ),
         ]
     )

@@ -53,6 +53,16 @@ def serve(models_dir: Path, tmp_path: Path, port: int, workers: int = 3) -> Iter
         proc.wait(timeout=15)
 
 
+def metrics_when(url: str, ready: Callable[[str], bool], timeout: float = 5.0) -> str:
+    """/metrics once ``ready`` holds: other workers apply their observations within ~1 s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = requests.get(f"{url}/metrics", timeout=5).text
+        if ready(text) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.2)
+
+
 def sample(text: str, name: str, labels: str = "") -> float:
     m = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.MULTILINE)
     return float(m.group(1)) if m else 0.0
@@ -78,7 +88,15 @@ def test_workers_share_totals_and_store_survives_restart(
             assert r.status_code == 200
         bad = requests.post(f"{url}/predict", json={"title": ""})
         assert bad.status_code == 400
-        text = requests.get(f"{url}/metrics").text
+        text = metrics_when(
+            url,
+            lambda t: (
+                sample(t, "tagwatch_predictions_total") == n
+                and sample(t, "tagwatch_feedback_total") == 10
+                and sample(t, "tagwatch_http_requests_total", '{endpoint="predict",status="400"}')
+                == 1
+            ),
+        )
         pids = set(re.findall(r'pid="(\d+)"', text))
         assert sample(text, "tagwatch_predictions_total") == n
         assert sample(text, "tagwatch_feedback_total") == 10
@@ -133,7 +151,7 @@ def test_requests_spread_over_workers(
         with ThreadPoolExecutor(8) as pool:
             codes = list(pool.map(one, range(200)))
         assert codes == [200] * 200
+        text = metrics_when(url, lambda t: sample(t, "tagwatch_predictions_total") == 200)
+        assert sample(text, "tagwatch_predictions_total") == 200
         files = list((tmp_path / "multiproc").glob("counter_*.db"))
         assert len(files) >= 2, f"only {len(files)} worker(s) served requests"
-        text = requests.get(f"{url}/metrics").text
-        assert sample(text, "tagwatch_predictions_total") == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -112,9 +113,18 @@ def test_replay_sends_questions_in_order_and_feedback_after_the_delay(
     assert 0.0 <= summary.mean_coverage <= 1.0
     assert "60 questions sent, 60 predicted, 60 feedback, 0 errors" in summary.format()
 
-    after = requests.get(f"{predictor_url}/metrics", timeout=5).text
-    for name in ("tagwatch_predictions_total", "tagwatch_feedback_total"):
-        assert (metric_value(after, name) or 0) - (metric_value(before, name) or 0) == 60
+    def delta(text: str, name: str) -> float:
+        return (metric_value(text, name) or 0) - (metric_value(before, name) or 0)
+
+    names = ("tagwatch_predictions_total", "tagwatch_feedback_total")
+    deadline = time.monotonic() + 5  # gunicorn workers apply their observations within ~1 s
+    while True:
+        after = requests.get(f"{predictor_url}/metrics", timeout=5).text
+        if all(delta(after, n) == 60 for n in names) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for name in names:
+        assert delta(after, name) == 60
 
 
 def test_cli_replays_bodies_and_prints_the_summary(
