@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from pydantic import ValidationError
 
 from alerting.amconfig import render_config
@@ -57,6 +57,8 @@ def serve(settings: AlertingSettings) -> int:
     from alerting.weekly import run_weekly
 
     registry = CollectorRegistry()
+    # process_start_time_seconds & co.: DriftJobStale tells "never succeeded since start"
+    ProcessCollector(registry=registry)
     metrics = WeeklyMetrics(registry)
     try:
         trigger = CronTrigger.from_crontab(settings.weekly_cron, timezone=UTC)

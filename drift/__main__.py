@@ -57,7 +57,7 @@ def cron_trigger(expr: str) -> Any:
 def serve(settings: DriftSettings) -> int:
     """Scheduler (cron from settings, one run at a time, coalesced) plus the HTTP server."""
     from apscheduler.schedulers.blocking import BlockingScheduler
-    from prometheus_client import CollectorRegistry
+    from prometheus_client import CollectorRegistry, ProcessCollector
 
     from drift.job import run_once
     from drift.server import make_server, serve_in_thread
@@ -68,6 +68,8 @@ def serve(settings: DriftSettings) -> int:
         log.error("TAGWATCH_CRON %r is not a cron expression: %s", settings.cron, exc)
         return 2
     registry = CollectorRegistry()
+    # process_start_time_seconds & co.: DriftJobStale tells "never succeeded since start"
+    ProcessCollector(registry=registry)
     metrics = DriftMetrics(registry)
     lock = threading.Lock()
     last: dict[str, Any] = {"ok": None, "finished_at": None}

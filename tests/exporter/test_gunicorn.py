@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client.mmap_dict import MmapedDict
 
 
 @contextmanager
@@ -134,24 +136,41 @@ def test_workers_share_totals_and_store_survives_restart(
     conn.close()
 
 
+def predictions_per_worker(multiproc: Path) -> dict[str, float]:
+    """tagwatch_predictions_total as each worker wrote it in its own multiprocess file."""
+    out = {}
+    for path in multiproc.glob("counter_*.db"):
+        values = MmapedDict.read_all_values_from_file(str(path))
+        out[path.stem] = sum(
+            value for key, value, *_ in values if json.loads(key)[1] == "tagwatch_predictions_total"
+        )
+    return out
+
+
 @pytest.mark.slow
 def test_requests_spread_over_workers(
     models_dir: Path, tmp_path: Path, free_port: Callable[[], int]
 ) -> None:
-    """Concurrent clients are served by more than one worker process."""
+    """Concurrent clients are served by more than one worker process, and counted once."""
     from concurrent.futures import ThreadPoolExecutor
 
     port = free_port()
+    multiproc = tmp_path / "multiproc"
     with serve(models_dir, tmp_path, port, workers=3) as url:
+        deadline = time.monotonic() + 30  # every worker has loaded the app (its files exist)
+        while len(list(multiproc.glob("counter_*.db"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
 
         def one(i: int) -> int:
             r = requests.post(f"{url}/predict", json={"title": f"java spring boot {i}"})
             return r.status_code
 
         with ThreadPoolExecutor(8) as pool:
-            codes = list(pool.map(one, range(200)))
-        assert codes == [200] * 200
-        text = metrics_when(url, lambda t: sample(t, "tagwatch_predictions_total") == 200)
-        assert sample(text, "tagwatch_predictions_total") == 200
-        files = list((tmp_path / "multiproc").glob("counter_*.db"))
-        assert len(files) >= 2, f"only {len(files)} worker(s) served requests"
+            codes = list(pool.map(one, range(300)))
+        assert codes == [200] * 300
+        text = metrics_when(url, lambda t: sample(t, "tagwatch_predictions_total") == 300)
+        assert sample(text, "tagwatch_predictions_total") == 300
+        per_worker = predictions_per_worker(multiproc)
+        assert sum(per_worker.values()) == 300
+        busy = [pid for pid, n in per_worker.items() if n > 0]
+        assert len(busy) >= 2, f"one worker served everything: {per_worker}"
