@@ -34,17 +34,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-FEATURES = [
-    "title_chars",
-    "body_chars",
-    "n_code_blocks",
-    "n_links",
-    "n_tokens",
-    "oov_ratio",
-    "n_predicted_tags",
-    "max_score",
-    "top_tag",
-]
+from tagger.model import FEATURE_COLUMNS
+
+FEATURES = list(FEATURE_COLUMNS)
 TAGS = [
     "c#", ".net", "java", "javascript", "asp.net", "jquery", "c++", "ruby-on-rails", "python",
     "asp.net-mvc", "html", "iphone", "sql", "sql-server", "windows", "php", "wcf", "git",

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from drift.assets import install_assets, localize_links
 from drift.histograms import (
     baseline_counts,
     count_rows,
@@ -187,8 +188,11 @@ def _run(
     metrics.latest_bin_timestamp.set(j.latest_bin.value / 1e9)
 
     report = reports_dir / f"{now.date().isoformat()}.html"
-    _write_atomic(report, j.html)
-    _write_atomic(reports_dir / "latest.html", j.html)
+    html_text = j.html
+    if settings.report_online and not settings.report_cdn:
+        html_text = localize_links(html_text, install_assets(reports_dir))
+    _write_atomic(report, html_text)
+    _write_atomic(reports_dir / "latest.html", html_text)
     result.report_path = report
     red = sorted(f for f, s in j.statuses.items() if s[0] == 2)
     yellow = sorted(f for f, s in j.statuses.items() if s[0] == 1)
@@ -200,6 +204,6 @@ def _run(
         red or "none",
         yellow or "none",
         report,
-        len(j.html) / 1024,
+        len(html_text) / 1024,
     )
     return result

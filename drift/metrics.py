@@ -7,18 +7,9 @@ from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-FEATURES = (
-    "title_chars",
-    "body_chars",
-    "n_code_blocks",
-    "n_links",
-    "n_tokens",
-    "oov_ratio",
-    "max_score",
-    "n_predicted_tags",
-    "top_tag",
-    "unknown_feedback_tags_ratio",
-)
+from tagger.model import FEATURE_COLUMNS
+
+FEATURES = (*FEATURE_COLUMNS, "unknown_feedback_tags_ratio")
 
 
 class DriftMetrics:

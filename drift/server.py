@@ -13,6 +13,8 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 REPORT_PATH = re.compile(r"^/reports/(latest|\d{4}-\d{2}-\d{2})\.html$")
+ASSET_PATH = re.compile(r"^/reports/assets/(js|css)/([A-Za-z0-9][A-Za-z0-9._-]*\.(js|css))$")
+ASSET_TYPES = {"js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
 
 
 def make_server(
@@ -47,6 +49,12 @@ def make_server(
                     self._send(200, file.read_bytes(), "text/html; charset=utf-8")
                 else:
                     self._send(404, b"no such report\n", "text/plain; charset=utf-8")
+            elif (m := ASSET_PATH.match(path)) is not None:
+                file = Path(reports_dir) / "assets" / m.group(1) / m.group(2)
+                if file.is_file():
+                    self._send(200, file.read_bytes(), ASSET_TYPES[m.group(3)])
+                else:
+                    self._send(404, b"no such asset\n", "text/plain; charset=utf-8")
             else:
                 self._send(404, b"not found\n", "text/plain; charset=utf-8")
 

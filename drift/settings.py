@@ -34,8 +34,10 @@ class DriftSettings(TagwatchSettings):
     # share of user tags unknown to the model, absolute rise over the validation share
     yellow_unknown_tags_rise: float = 0.05
     red_unknown_tags_rise: float = 0.10
-    # True: report loads its JavaScript/CSS from a CDN (small file); False: embedded (offline)
+    # True: the report links its JavaScript/CSS (small file); False: embeds them (~+4 MB)
     report_online: bool = True
+    # linked assets from public CDNs instead of the local copy in <reports_dir>/assets
+    report_cdn: bool = False
 
     @field_validator("bin_size")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -104,6 +105,16 @@ def test_scheduler_serves_metrics_reports_and_passes_promtool(
         today = pd.Timestamp.now(tz="UTC").date().isoformat()
         dated = requests.get(f"{base}/reports/{today}.html", timeout=5)
         assert dated.status_code == 200 and dated.text == latest.text
+        # the report links popmon's assets served next to it, never a CDN (works offline)
+        links = re.findall(r'(?:src|href)="?([^" >]+\.(?:js|css))', latest.text)
+        assert links and all(link.startswith("assets/") for link in links), links
+        for link in links:
+            asset = requests.get(f"{base}/reports/{link}", timeout=5)
+            assert asset.status_code == 200 and len(asset.content) > 500, link
+        assert "cdn." not in latest.text
+        assert (
+            requests.get(f"{base}/reports/assets/js/../../state.json", timeout=5).status_code == 404
+        )
         assert requests.get(f"{base}/reports/2001-01-01.html", timeout=5).status_code == 404
         assert requests.get(f"{base}/reports/../state.html", timeout=5).status_code == 404
         assert requests.get(f"{base}/nope", timeout=5).status_code == 404

@@ -15,19 +15,10 @@ from drift.job import run_once
 from drift.metrics import DriftMetrics
 from drift.settings import DriftSettings
 from exporter.store import SQLiteStore
+from tagger.model import FEATURE_COLUMNS
 from tagger.train import Split
 
-NUMERIC_AND_TAG = (
-    "title_chars",
-    "body_chars",
-    "n_code_blocks",
-    "n_links",
-    "n_tokens",
-    "oov_ratio",
-    "max_score",
-    "n_predicted_tags",
-    "top_tag",
-)
+NUMERIC_AND_TAG = FEATURE_COLUMNS
 
 
 def _status(registry: CollectorRegistry, feature: str) -> float | None:
