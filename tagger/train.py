@@ -104,9 +104,10 @@ def tune_rule(
     model: TagModel, df: pd.DataFrame, thresholds: np.ndarray = THRESHOLDS
 ) -> tuple[DecisionRule, float]:
     """The score threshold that maximises mean Jaccard on ``df`` (1 to 5 tags a question)."""
-    questions = questions_of(df)
-    scores = model.predict_proba_pipeline(questions)
-    n_known = np.array([model.fast.score(clean_question(t, b).tokens)[1] for t, b in questions])
+    # the serving path's own scores (equal to the pipeline's): one pass gives both
+    scored = [model.fast.score(clean_question(t, b).tokens) for t, b in questions_of(df)]
+    scores = np.array([s for s, _ in scored])
+    n_known = np.array([k for _, k in scored])
     truth = [normalize_tags(t) for t in df["tags"]]
     best = (DecisionRule(threshold=float(thresholds[0])), -1.0)
     for th in thresholds:

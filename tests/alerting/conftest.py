@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
-import os
 import shutil
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
 from aiosmtpd.controller import Controller
 
@@ -128,59 +124,6 @@ class SmtpSink:
 def smtp_sink(free_port: Callable[[], int]) -> Iterator[SmtpSink]:
     with SmtpSink(free_port()) as sink:
         yield sink
-
-
-# ------------------------------------------------------------------ processes
-
-
-class Proc:
-    """A real process in its own process group (so it can be paused, resumed, stopped)."""
-
-    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None,
-                 cwd: Path | None = None) -> None:  # fmt: skip
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.popen = subprocess.Popen(
-            argv,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            cwd=cwd,
-            start_new_session=True,
-        )
-
-    def signal(self, sig: int) -> None:
-        os.killpg(self.popen.pid, sig)
-
-    def wait_http(self, url: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise AssertionError(f"{self.name} exited ({self.popen.returncode}):\n{self.log()}")
-            try:
-                if requests.get(url, timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"{self.name} not ready at {url} within {timeout} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            try:
-                self.signal(signal.SIGCONT)
-                self.signal(signal.SIGTERM)
-                self.popen.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-                self.popen.wait(timeout=5)
-            except ProcessLookupError:
-                pass
-        self._log.close()
 
 
 def require_binaries(*names: str) -> None:

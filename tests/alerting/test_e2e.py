@@ -28,12 +28,12 @@ from exporter.store import PredictionRecord, SQLiteStore
 from tagger.artefact import load_artefact
 from tagger.data import load_questions
 from tagger.settings import TagwatchSettings
+from tests.processes import Process, http_ok, start_process, wait_until
 
 from .conftest import (
     ALERTMANAGER_DIR,
     REPO_ROOT,
     Mail,
-    Proc,
     SmtpSink,
     derive_alertmanager_config,
     derive_prometheus_config,
@@ -51,11 +51,11 @@ DRIFT_QUESTIONS_PER_DAY = 1000
 class Stack:
     tmp: Path
     sink: SmtpSink
-    predictor: Proc
+    predictor: Process
     prometheus_url: str
     alertmanager_url: str
     predictor_addr: str
-    drift: Proc
+    drift: Process
     drift_url: str
     drift_report_url: str
     store_url: str
@@ -91,13 +91,13 @@ def stack(
     tmp = tmp_path_factory.mktemp("e2e")
     ports = _free_ports(5)
     p_pred, p_prom, p_am, p_smtp, p_drift = ports
-    procs: list[Proc] = []
+    procs: list[Process] = []
     with SmtpSink(p_smtp) as sink:
         store_path = tmp / "store.sqlite3"
         store_url = f"sqlite:///{store_path}"
         _backfill_2020(store_path, models_dir, tagwatch_settings)
         try:
-            predictor = Proc(
+            predictor = start_process(
                 "predictor",
                 [sys.executable, "-m", "exporter", "serve"],
                 tmp,
@@ -115,7 +115,7 @@ def stack(
                 cwd=REPO_ROOT,
             )
             procs.append(predictor)
-            drift = Proc(
+            drift = start_process(
                 "drift",
                 [sys.executable, "-m", "drift"],
                 tmp,
@@ -146,7 +146,7 @@ def stack(
             am_cfg = tmp / "alertmanager.yml"
             am_cfg.write_text(yaml.safe_dump(derive_alertmanager_config(settings), width=10_000))
             am_url = f"http://127.0.0.1:{p_am}"
-            alertmanager = Proc(
+            alertmanager = start_process(
                 "alertmanager",
                 [
                     "prometheus-alertmanager",
@@ -174,7 +174,7 @@ def stack(
                 )
             )
             prom_url = f"http://127.0.0.1:{p_prom}"
-            prometheus = Proc(
+            prometheus = start_process(
                 "prometheus",
                 [
                     "prometheus",
@@ -186,9 +186,11 @@ def stack(
                 tmp,
             )
             procs.append(prometheus)
-            alertmanager.wait_http(f"{am_url}/-/ready", 30)
-            prometheus.wait_http(f"{prom_url}/-/ready", 30)
-            predictor.wait_http(f"http://127.0.0.1:{p_pred}/readyz", 90)
+            wait_until(alertmanager, http_ok(f"{am_url}/-/ready"), "alertmanager ready", 30)
+            wait_until(prometheus, http_ok(f"{prom_url}/-/ready"), "prometheus ready", 30)
+            wait_until(
+                predictor, http_ok(f"http://127.0.0.1:{p_pred}/readyz"), "predictor ready", 90
+            )
             yield Stack(
                 tmp=tmp,
                 sink=sink,
@@ -417,7 +419,7 @@ def test_predictor_down_inhibits_quality_alerts(scenario: Stack) -> None:
 def test_weekly_summary_email(scenario: Stack, tmp_path: Path) -> None:
     s = scenario
     reports = tmp_path / "reports"
-    proc = Proc(
+    proc = start_process(
         "weekly",
         [sys.executable, "-m", "alerting", "run-once"],
         tmp_path,
@@ -434,7 +436,7 @@ def test_weekly_summary_email(scenario: Stack, tmp_path: Path) -> None:
         },
         cwd=REPO_ROOT,  # every path above is absolute
     )
-    assert proc.popen.wait(timeout=120) == 0, proc.log()
+    assert proc.popen.wait(timeout=120) == 0, proc.log_tail()
     mail = s.sink.wait_for(lambda m: "Weekly summary" in m.subject, 10)
     assert mail.message["To"] == "ml-team@example.org"
     assert "section(s) missing" not in mail.subject, mail.part("plain")

@@ -23,8 +23,9 @@ from alerting.settings import AlertingSettings
 from alerting.weekly import alert_episodes, question_link, run_weekly
 from exporter.store import FeedbackRecord, PredictionRecord, SQLiteStore
 from tagger.model import FEATURE_COLUMNS
+from tests.processes import http_ok, start_process, wait_until
 
-from .conftest import REPO_ROOT, Proc, SmtpSink
+from .conftest import REPO_ROOT, SmtpSink
 
 END = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
@@ -176,7 +177,7 @@ def test_starttls_and_auth_with_password_file(tmp_path: Path, free_port: Callabl
 
 def test_scheduler_process_serves_metrics(tmp_path: Path, free_port: Callable[[], int]) -> None:
     port = free_port()
-    proc = Proc(
+    proc = start_process(
         "weekly-serve",
         [sys.executable, "-m", "alerting", "serve"],
         tmp_path,
@@ -184,14 +185,14 @@ def test_scheduler_process_serves_metrics(tmp_path: Path, free_port: Callable[[]
         cwd=REPO_ROOT,
     )
     try:
-        proc.wait_http(f"http://127.0.0.1:{port}/metrics", 30)
+        wait_until(proc, http_ok(f"http://127.0.0.1:{port}/metrics"), "weekly /metrics", 30)
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         for name in ("tagwatch_weekly_last_success_timestamp_seconds 0.0",
                      "tagwatch_weekly_runs_total 0.0", "tagwatch_weekly_failures_total 0.0",
                      "tagwatch_weekly_emails_sent_total 0.0"):  # fmt: skip
             assert name in text
         time.sleep(0.5)
-        assert "scheduled '0 8 * * mon' UTC" in proc.log()
+        assert "scheduled '0 8 * * mon' UTC" in proc.log_tail(200)
     finally:
         proc.stop()
 

@@ -19,6 +19,7 @@ import requests
 from drift.settings import DriftSettings
 from exporter.store import SQLiteStore
 from tagger.train import Split
+from tests.processes import metric_value
 
 pytestmark = pytest.mark.slow
 
@@ -51,10 +52,9 @@ def _wait_for(url: str, ok: Callable[[requests.Response], bool], timeout: float 
 
 
 def _sample(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not in metrics")
+    value = metric_value(text, name)
+    assert value is not None, f"{name} not in metrics"
+    return value
 
 
 @pytest.fixture

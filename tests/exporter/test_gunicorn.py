@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,41 +15,19 @@ import pytest
 import requests
 from prometheus_client.mmap_dict import MmapedDict
 
+from tests.processes import metric_value, start_predictor
+
 
 @contextmanager
 def serve(models_dir: Path, tmp_path: Path, port: int, workers: int = 3) -> Iterator[str]:
-    env = dict(
-        os.environ,
-        TAGWATCH_MODELS_DIR=str(models_dir),
-        TAGWATCH_STORE_URL=f"sqlite:///{tmp_path / 'store.sqlite3'}",
-        TAGWATCH_PORT=str(port),
-        TAGWATCH_WORKERS=str(workers),
-        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "multiproc"),
+    """The real predictor on ``port`` with its store in ``tmp_path`` (kept across restarts)."""
+    proc = start_predictor(
+        models_dir, port, tmp_path, tmp_path / "store.sqlite3", TAGWATCH_WORKERS=str(workers)
     )
-    with open(tmp_path / f"gunicorn-{port}.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "serve"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except (requests.ConnectionError, requests.Timeout):
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail((tmp_path / f"gunicorn-{port}.log").read_text())
-            time.sleep(0.2)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
+        proc.stop()
 
 
 def metrics_when(url: str, ready: Callable[[str], bool], timeout: float = 5.0) -> str:
@@ -66,8 +41,7 @@ def metrics_when(url: str, ready: Callable[[str], bool], timeout: float = 5.0) -
 
 
 def sample(text: str, name: str, labels: str = "") -> float:
-    m = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.MULTILINE)
-    return float(m.group(1)) if m else 0.0
+    return metric_value(text, name, labels) or 0.0
 
 
 @pytest.mark.slow
@@ -95,7 +69,7 @@ def test_workers_share_totals_and_store_survives_restart(
             lambda t: (
                 sample(t, "tagwatch_predictions_total") == n
                 and sample(t, "tagwatch_feedback_total") == 10
-                and sample(t, "tagwatch_http_requests_total", '{endpoint="predict",status="400"}')
+                and sample(t, "tagwatch_http_requests_total", 'endpoint="predict",status="400"')
                 == 1
             ),
         )
@@ -103,12 +77,8 @@ def test_workers_share_totals_and_store_survives_restart(
         assert sample(text, "tagwatch_predictions_total") == n
         assert sample(text, "tagwatch_feedback_total") == 10
         assert sample(text, "tagwatch_inference_seconds_count") == n
-        assert (
-            sample(text, "tagwatch_http_requests_total", '{endpoint="predict",status="200"}') == n
-        )
-        assert (
-            sample(text, "tagwatch_http_requests_total", '{endpoint="predict",status="400"}') == 1
-        )
+        assert sample(text, "tagwatch_http_requests_total", 'endpoint="predict",status="200"') == n
+        assert sample(text, "tagwatch_http_requests_total", 'endpoint="predict",status="400"') == 1
         assert 'tagwatch_model_info{trained_until="2012-01-01",version="test"} 1.0' in text
         assert not pids, "multiprocess gauges must not expose worker pids"
         out = subprocess.run(
@@ -155,7 +125,7 @@ def test_requests_spread_over_workers(
     from concurrent.futures import ThreadPoolExecutor
 
     port = free_port()
-    multiproc = tmp_path / "multiproc"
+    multiproc = tmp_path / "prometheus-multiproc"
     with serve(models_dir, tmp_path, port, workers=3) as url:
         deadline = time.monotonic() + 30  # every worker has loaded the app (its files exist)
         while len(list(multiproc.glob("counter_*.db"))) < 3 and time.monotonic() < deadline:

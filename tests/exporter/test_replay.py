@@ -16,7 +16,7 @@ import requests
 from exporter.replay import ReplayConfig, Replayer, main, schedule, select_questions
 from tagger.data import load_questions
 from tagger.settings import TagwatchSettings
-from tests.grafana.processes import metric_value, start_predictor
+from tests.processes import metric_value, start_predictor
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from tagger.artefact import load_artefact
 from tagger.data import load_questions
 from tagger.metrics import coverage, jaccard
 from tagger.settings import TagwatchSettings
-from tests.grafana.processes import (
+from tests.processes import (
     REPO_ROOT,
     Process,
     http_ok,

@@ -14,7 +14,7 @@ import requests
 import yaml
 
 from tests.grafana.conftest import Stack
-from tests.grafana.processes import REPO_ROOT
+from tests.processes import REPO_ROOT
 
 GRAFANA = REPO_ROOT / "grafana"
 DASHBOARD_FILES = sorted((GRAFANA / "dashboards").glob("*.json"))

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -35,11 +35,19 @@ class Process:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
+    def signal(self, sig: int) -> None:
+        """Signal the whole process group (gunicorn master and workers): pause, resume, stop."""
+        os.killpg(self.popen.pid, sig)
+
     def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM the process group (gunicorn has workers), then SIGKILL if it lingers."""
+        """SIGTERM the process group (gunicorn has workers), then SIGKILL if it lingers.
+
+        SIGCONT first, so that a process a test paused with SIGSTOP can act on the SIGTERM.
+        """
         if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
+                self.signal(signal.SIGCONT)
+                self.signal(signal.SIGTERM)
             try:
                 self.popen.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -124,11 +132,20 @@ def predictor_env(
 
 
 def start_predictor(
-    models_dir: Path, port: int, work_dir: Path, store_path: Path | None = None
+    models_dir: Path,
+    port: int,
+    work_dir: Path,
+    store_path: Path | None = None,
+    **extra_env: str,
 ) -> Process:
-    """``python -m exporter serve`` (gunicorn, multiprocess metrics), ready when /readyz is 200."""
+    """``python -m exporter serve`` (gunicorn, multiprocess metrics), ready when /readyz is 200.
+
+    Metric files go to ``<work_dir>/prometheus-multiproc``; ``extra_env`` adds settings
+    (e.g. ``TAGWATCH_WORKERS="3"``).
+    """
     store_path = store_path or work_dir / "tagwatch.sqlite3"
     env = predictor_env(models_dir, port, store_path, work_dir / "prometheus-multiproc")
+    env.update(extra_env)
     proc = start_process("predictor", python_module("exporter", "serve"), work_dir, env)
     wait_until(proc, http_ok(f"http://127.0.0.1:{port}/readyz"), "predictor /readyz", 60)
     return proc
