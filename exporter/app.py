@@ -104,7 +104,9 @@ def feedback() -> tuple[Response, int]:
     s = _services()
     req = parse_feedback(_json_body())
     if s.store is None:
-        raise ApiError(503, "feedback needs the prediction store, which is disabled")
+        if s.store_error == "disabled":
+            raise ApiError(503, "feedback needs the prediction store, which is disabled")
+        raise ApiError(503, f"the prediction store is unavailable: {s.store_error}")
     try:
         return jsonify(_record_feedback(s, s.store, req)), 200
     except ApiError:

@@ -148,13 +148,24 @@ class SQLiteStore:
         self.path = Path(path)
         self.timeout_seconds = timeout_seconds
         self._local = threading.local()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = self._conn()
-            with conn:
-                conn.executescript(SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"{self.path}: cannot open store ({exc})") from exc
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = self._conn()
+                with conn:
+                    conn.executescript(SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                # gunicorn workers open a new database together: switching it to WAL and
+                # creating the schema fail fast with "locked" instead of waiting (busy handler
+                # not used), so the losers retry
+                self.close()
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise StoreError(f"{self.path}: cannot open store ({exc})") from exc
+                time.sleep(0.02)
+            except (OSError, sqlite3.Error) as exc:
+                raise StoreError(f"{self.path}: cannot open store ({exc})") from exc
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

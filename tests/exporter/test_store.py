@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,3 +144,26 @@ def test_feedback_for_a_queued_prediction_waits_for_its_write(tmp_path: Path) ->
     store.save_prediction(r)
     assert store.save_feedback(FeedbackRecord(r.id, ["python"], 1.0, 1.0, 0)) is True
     store.close()
+
+
+def _open_after(barrier: Any, path: Path, results: Any) -> None:
+    barrier.wait()
+    try:
+        SQLiteStore(path)
+        results.put("ok")
+    except StoreError as exc:
+        results.put(str(exc))
+
+
+def test_workers_opening_a_new_store_together_all_succeed(tmp_path: Path) -> None:
+    """gunicorn workers create the database at the same instant: none may lose its store."""
+    ctx = multiprocessing.get_context("fork")
+    for run in range(8):
+        path = tmp_path / f"s{run}.db"
+        barrier, results = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_open_after, args=(barrier, path, results)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=30)
+        assert [results.get(timeout=5) for _ in procs] == ["ok"] * 4
