@@ -28,7 +28,7 @@ from alerting.mailer import send_email
 from alerting.metrics import WeeklyMetrics
 from alerting.prom import PrometheusClient, PrometheusError, Series
 from alerting.settings import AlertingSettings
-from exporter.store import open_store
+from store import open_store
 
 log = logging.getLogger("alerting.weekly")
 

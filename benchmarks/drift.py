@@ -76,7 +76,7 @@ def synthetic(n: int, rng: np.random.Generator) -> pd.DataFrame:
 
 
 def fill_store(store: Any, df: pd.DataFrame, start: pd.Timestamp, days: int, seq0: int) -> None:
-    from exporter.store import PredictionRecord
+    from store import PredictionRecord
 
     n = len(df)
     created = start.timestamp() + np.sort(np.random.default_rng(seq0).uniform(0, days * 86400, n))
@@ -151,7 +151,7 @@ def _phase(work: str, args: dict[str, Any], out: Any) -> None:
     from drift.job import run_once
     from drift.metrics import DriftMetrics
     from drift.settings import DriftSettings
-    from exporter.store import SQLiteStore
+    from store import SQLiteStore
 
     settings = DriftSettings(**args["settings"])
     store = SQLiteStore(Path(args["store"]))
@@ -257,7 +257,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="drift-bench-") as tmp:
         root = Path(tmp)
         make_artefact(root / "models", rng)
-        from exporter.store import SQLiteStore
+        from store import SQLiteStore
 
         store = SQLiteStore(root / "store.sqlite3")
         t0 = time.perf_counter()

@@ -25,7 +25,7 @@ from drift.judge import Judgement, judge
 from drift.metrics import DriftMetrics
 from drift.settings import DriftSettings
 from drift.state import load_state, save_state
-from exporter.store import PredictionStore, StoreError, open_store
+from store import PredictionStore, StoreError, open_store
 from tagger.artefact import BASELINE_FILE, ArtefactError, load_baseline, read_card, resolve_version
 
 log = logging.getLogger(__name__)

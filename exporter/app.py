@@ -15,7 +15,8 @@ from werkzeug.exceptions import HTTPException
 
 from exporter.metrics import NoMetrics, PredictorMetrics
 from exporter.settings import PredictorSettings
-from exporter.store import (
+from exporter.validation import ApiError, FeedbackRequest, parse_feedback, parse_predict
+from store import (
     FeedbackRecord,
     PredictionRecord,
     PredictionStore,
@@ -24,7 +25,6 @@ from exporter.store import (
     new_prediction_id,
     open_store,
 )
-from exporter.validation import ApiError, FeedbackRequest, parse_feedback, parse_predict
 from tagger.artefact import Artefact, ArtefactError, load_artefact
 from tagger.metrics import coverage, jaccard
 

@@ -24,7 +24,7 @@ import requests
 import yaml
 
 from alerting.settings import AlertingSettings
-from exporter.store import PredictionRecord, SQLiteStore
+from store import PredictionRecord, SQLiteStore
 from tagger.artefact import load_artefact
 from tagger.data import load_questions
 from tagger.settings import TagwatchSettings

@@ -21,7 +21,7 @@ from alerting.metrics import WeeklyMetrics
 from alerting.prom import Series
 from alerting.settings import AlertingSettings
 from alerting.weekly import alert_episodes, question_link, run_weekly
-from exporter.store import FeedbackRecord, PredictionRecord, SQLiteStore
+from store import FeedbackRecord, PredictionRecord, SQLiteStore
 from tagger.model import FEATURE_COLUMNS
 from tests.processes import http_ok, start_process, wait_until
 

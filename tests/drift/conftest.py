@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from drift.settings import DriftSettings
-from exporter.store import FeedbackRecord, PredictionRecord, SQLiteStore
+from store import FeedbackRecord, PredictionRecord, SQLiteStore
 from tagger.artefact import load_artefact
 from tagger.data import load_questions
 from tagger.metrics import coverage, jaccard

@@ -15,7 +15,7 @@ from drift.job import run_once
 from drift.metrics import DriftMetrics
 from drift.settings import DriftSettings
 from drift.state import STATE_FILE
-from exporter.store import SQLiteStore
+from store import SQLiteStore
 from tagger.train import Split
 
 

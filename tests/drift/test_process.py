@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from drift.settings import DriftSettings
-from exporter.store import SQLiteStore
+from store import SQLiteStore
 from tagger.train import Split
 from tests.processes import metric_value
 

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from drift.job import run_once
 from drift.metrics import DriftMetrics
 from drift.settings import DriftSettings
-from exporter.store import SQLiteStore
+from store import SQLiteStore
 from tagger.model import FEATURE_COLUMNS
 from tagger.train import Split
 

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.app import create_app
 from exporter.settings import PredictorSettings
-from exporter.store import SCHEMA
+from store import SCHEMA
 from tests.exporter.conftest import metric
 
 QUESTION = {

@@ -24,7 +24,7 @@ import requests
 import yaml
 
 from exporter.replay import ReplayConfig, Replayer, ReplaySummary, select_questions
-from exporter.store import FeedbackRecord, PredictionRecord, open_store
+from store import FeedbackRecord, PredictionRecord, open_store
 from tagger.artefact import load_artefact
 from tagger.data import load_questions
 from tagger.metrics import coverage, jaccard

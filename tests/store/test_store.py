@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from exporter.store import (
+from store import (
     FeedbackRecord,
     PredictionRecord,
     SQLiteStore,

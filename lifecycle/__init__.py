@@ -1,0 +1,1 @@
+"""Model lifecycle: MLflow registry, retraining from feedback, champion/challenger gate."""

@@ -1,0 +1,27 @@
+"""The prediction store, read and written by every tagwatch process.
+
+The predictor writes served questions and feedback; the drift job, the weekly report and the
+lifecycle (retraining from feedback) read them. SQLite (WAL) is the embedded default.
+"""
+
+from store.records import (
+    FeedbackRecord,
+    PredictionRecord,
+    PredictionStore,
+    StoreError,
+    new_prediction_id,
+)
+from store.sqlite import SCHEMA, SQLiteStore, open_store
+from store.writebehind import WriteBehindStore
+
+__all__ = [
+    "SCHEMA",
+    "FeedbackRecord",
+    "PredictionRecord",
+    "PredictionStore",
+    "SQLiteStore",
+    "StoreError",
+    "WriteBehindStore",
+    "new_prediction_id",
+    "open_store",
+]
