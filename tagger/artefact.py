@@ -39,17 +39,36 @@ class Artefact:
 
 
 def write_artefact(
-    models_dir: Path, version: str, model: TagModel, card: dict[str, Any], baseline: pd.DataFrame
+    models_dir: Path,
+    version: str,
+    model: TagModel,
+    card: dict[str, Any],
+    baseline: pd.DataFrame,
+    set_latest: bool = True,
 ) -> Path:
     out = Path(models_dir) / version
     out.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, out / MODEL_FILE, compress=3)
     (out / CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n")
     baseline.to_csv(out / BASELINE_FILE, index=False)
-    tmp = Path(models_dir) / f".{LATEST_FILE}.tmp"
+    if set_latest:
+        write_pointer(models_dir, version)
+    return out
+
+
+def write_pointer(models_dir: Path, version: str) -> None:
+    """Point ``models/LATEST`` at ``version`` atomically (readers never see half a name)."""
+    tmp = Path(models_dir) / f".{LATEST_FILE}.{os.getpid()}.tmp"
     tmp.write_text(version + "\n")
     os.replace(tmp, Path(models_dir) / LATEST_FILE)
-    return out
+
+
+def read_pointer(models_dir: Path) -> str | None:
+    """The version ``models/LATEST`` names, or None when there is none."""
+    try:
+        return (Path(models_dir) / LATEST_FILE).read_text().strip() or None
+    except OSError:
+        return None
 
 
 def resolve_version(models_dir: Path, version: str = "latest") -> Path:

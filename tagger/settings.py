@@ -16,6 +16,12 @@ class TagwatchSettings(BaseSettings):
     models_dir: Path = Path("models")
     titles_file: str = "stackoverflow_titles_2008_2020.csv.gz"
     bodies_file: str = "stackoverflow_bodies_sample.csv.gz"
+    # MLflow: embedded SQLite tracking + registry by default, a remote server by URI
+    mlflow_tracking_uri: str = "sqlite:///var/mlflow/mlflow.db"
+    mlflow_artifacts_dir: Path = Path("var/mlflow/artifacts")
+    mlflow_experiment: str = "tagwatch"
+    registered_model: str = "tagwatch"
+    champion_alias: str = "champion"
 
     @property
     def titles_path(self) -> Path:

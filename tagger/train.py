@@ -26,7 +26,7 @@ import pandas as pd
 from sklearn.preprocessing import MultiLabelBinarizer
 from tqdm import tqdm
 
-from tagger.artefact import write_artefact
+from tagger.artefact import load_artefact, write_artefact
 from tagger.data import DataError, load_questions, questions_of, sha256_of
 from tagger.metrics import coverage, jaccard, normalize_tags
 from tagger.model import FEATURE_COLUMNS, DecisionRule, TagModel, build_pipeline
@@ -52,6 +52,7 @@ class TrainConfig:
     max_train_rows: int | None = None
     version: str | None = None
     progress: bool = True
+    set_latest: bool = True
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,20 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class TrainResult:
+    """A fitted, tuned and evaluated model with everything its artefact holds."""
+
+    model: TagModel
+    card: dict[str, Any]
+    baseline: pd.DataFrame
+    table: list[dict[str, Any]]
+
+    @property
+    def version(self) -> str:
+        return str(self.card["version"])
+
+
 @contextmanager
 def _step(bar: tqdm, name: str) -> Iterator[None]:
     bar.set_description(name)
@@ -176,66 +191,123 @@ def _step(bar: tqdm, name: str) -> Iterator[None]:
     bar.update(1)
 
 
-def train(config: TrainConfig) -> Path:
-    """Build a model artefact; returns its folder."""
-    steps = ["load", "split", "fit", "tune", "evaluate", "baseline", "write"]
+def _period(df: pd.DataFrame) -> dict[str, str]:
+    return {"start": df["created_at"].min().isoformat(), "end": df["created_at"].max().isoformat()}
+
+
+def fit_artefact(
+    train_df: pd.DataFrame,
+    validation_df: pd.DataFrame,
+    config: TrainConfig,
+    later: pd.DataFrame | None = None,
+    baseline_df: pd.DataFrame | None = None,
+    extra_card: dict[str, Any] | None = None,
+    classes: Sequence[str] | None = None,
+) -> TrainResult:
+    """Fit on ``train_df``, tune on ``validation_df``, evaluate, build the drift baseline.
+
+    The K most frequent tags of ``train_df`` are the vocabulary (a retrain on recent feedback
+    picks up the tags the old model lacks). ``later`` is evaluated by calendar year (decay
+    table); ``baseline_df`` (default: validation's even rows) gives the drift baseline: features
+    of questions the model never fitted on.
+    """
+    steps = ["fit", "tune", "evaluate", "baseline"]
     bar = tqdm(total=len(steps), disable=not config.progress, unit="step", file=sys.stderr)
     t_start = time.perf_counter()
-    with _step(bar, "load"):
-        df = load_questions(config.data_path)
-    with _step(bar, "split"):
-        split = split_by_time(df, config.cutoff, config.validation_share, config.max_train_rows)
-        classes = top_k_tags(split.train["tags"].tolist(), config.k)
-    with _step(bar, f"fit ({len(split.train)} questions, {len(classes)} tags)"):
-        model = fit_model(split.train, classes, config)
+    # ``classes``: a vocabulary chosen elsewhere (a retrain's window, when old data is added)
+    classes = list(classes) if classes else top_k_tags(train_df["tags"].tolist(), config.k)
+    with _step(bar, f"fit ({len(train_df)} questions, {len(classes)} tags)"):
+        model = fit_model(train_df, classes, config)
     with _step(bar, "tune"):
-        rule, val_j = tune_rule(model, split.validation)
+        rule, _ = tune_rule(model, validation_df)
         model = TagModel(model.pipeline, classes, rule)
     with _step(bar, "evaluate"):
+        split = Split(train=train_df, validation=validation_df, later=_empty_like(train_df, later))
         vocab = set(classes)
         table = [{"period": name, **evaluate(model, part, vocab)} for name, part in periods(split)]
     with _step(bar, "baseline"):
-        baseline = baseline_table(model, split.baseline)
-    with _step(bar, "write"):
-        version = config.version or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        card = {
-            "version": version,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "training_period": {
-                "start": split.train["created_at"].min().isoformat(),
-                "end": split.train["created_at"].max().isoformat(),
-                "cutoff": config.cutoff.isoformat(),
-            },
-            "validation_period": {
-                "start": split.validation["created_at"].min().isoformat(),
-                "end": split.validation["created_at"].max().isoformat(),
-            },
-            "rows": {
-                "train": len(split.train),
-                "validation": len(split.validation),
-                "baseline": len(split.baseline),
-                "holdout": len(split.holdout),
-                "dropped_invalid": int(df.attrs.get("dropped", 0)),
-            },
-            "k": len(classes),
-            "tags": classes,
-            "decision_rule": asdict(rule),
-            "validation": table[0],
-            "periods": table,
-            "params": {"C": config.C, "min_df": config.min_df, "ngram_max": config.ngram_max},
-            "vocabulary_size": model.vocabulary_size,
-            "data": {"file": config.data_path.name, "sha256": sha256_of(config.data_path)},
-            "training_seconds": round(time.perf_counter() - t_start, 1),
-        }
-        out = write_artefact(config.output_dir, version, model, card, baseline)
+        base = split.baseline if baseline_df is None else baseline_df
+        baseline = baseline_table(model, base)
     bar.close()
-    print(format_table(table))
+    version = config.version or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    card = {
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "training_period": {**_period(train_df), "cutoff": config.cutoff.isoformat()},
+        "validation_period": _period(validation_df),
+        "rows": {
+            "train": len(train_df),
+            "validation": len(validation_df),
+            "baseline": len(base),
+            "holdout": len(split.holdout),
+        },
+        "k": len(classes),
+        "tags": classes,
+        "decision_rule": asdict(rule),
+        "validation": table[0],
+        "periods": table,
+        "params": {"C": config.C, "min_df": config.min_df, "ngram_max": config.ngram_max},
+        "vocabulary_size": model.vocabulary_size,
+        "training_seconds": round(time.perf_counter() - t_start, 1),
+        **(extra_card or {}),
+    }
+    return TrainResult(model=model, card=card, baseline=baseline, table=table)
+
+
+def _empty_like(df: pd.DataFrame, later: pd.DataFrame | None) -> pd.DataFrame:
+    return df.iloc[0:0] if later is None else later
+
+
+def write_result(result: TrainResult, models_dir: Path, set_latest: bool = True) -> Path:
+    return write_artefact(
+        models_dir, result.version, result.model, result.card, result.baseline, set_latest
+    )
+
+
+def per_tag_table(model: TagModel, df: pd.DataFrame) -> pd.DataFrame:
+    """Support, precision and recall of each model tag on ``df`` (an MLflow artefact)."""
+    predicted = [model.analyse(t, b).tags for t, b in questions_of(df)]
+    rows = []
+    for tag in (str(t) for t in model.classes):
+        truth = np.array([tag in tags for tags in df["tags"]], dtype=bool)
+        pred = np.array([tag in p for p in predicted], dtype=bool)
+        tp = int(np.count_nonzero(truth & pred))
+        n_pred, support = int(pred.sum()), int(truth.sum())
+        rows.append(
+            {
+                "tag": tag,
+                "support": support,
+                "predicted": n_pred,
+                "precision": round(tp / n_pred, 4) if n_pred else 0.0,
+                "recall": round(tp / support, 4) if support else 0.0,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def train(config: TrainConfig) -> Path:
+    """Build a model artefact from the question CSV; returns its folder."""
+    df = load_questions(config.data_path)
+    split = split_by_time(df, config.cutoff, config.validation_share, config.max_train_rows)
+    extra = {
+        "data": {"file": config.data_path.name, "sha256": sha256_of(config.data_path)},
+        "rows_dropped_invalid": int(df.attrs.get("dropped", 0)),
+    }
+    result = fit_artefact(
+        split.train, split.validation, config, later=split.later, extra_card=extra
+    )
+    out = write_result(result, config.output_dir, config.set_latest)
+    print(format_table(result.table))
+    rule = result.model.rule
+    val_j = result.table[0]["jaccard"]
     print(f"validation mean Jaccard {val_j:.4f} with threshold {rule.threshold:.2f}")
     print(f"model written to {out}")
     return out
 
 
-def parse_args(argv: Sequence[str] | None, settings: TagwatchSettings) -> TrainConfig:
+def parse_args(
+    argv: Sequence[str] | None, settings: TagwatchSettings
+) -> tuple[TrainConfig, argparse.Namespace]:
     p = argparse.ArgumentParser(prog="python -m tagger.train", description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, default=settings.titles_path, help="question CSV (.gz ok)")
     p.add_argument("--cutoff", default="2012-01-01", help="train on questions before this date")
@@ -244,6 +316,18 @@ def parse_args(argv: Sequence[str] | None, settings: TagwatchSettings) -> TrainC
     p.add_argument("--max-train-rows", type=int, default=None, help="keep only the latest N")
     p.add_argument("--version", default=None, help="artefact version (default: a timestamp)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument(
+        "--no-track",
+        dest="track",
+        action="store_false",
+        help="no MLflow run, no registration (the artefact becomes models/LATEST at once)",
+    )
+    p.add_argument(
+        "--promote",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="make the new version champion: auto = only when there is no champion yet",
+    )
     a = p.parse_args(argv)
     try:
         cutoff = pd.Timestamp(a.cutoff, tz="UTC")
@@ -251,7 +335,7 @@ def parse_args(argv: Sequence[str] | None, settings: TagwatchSettings) -> TrainC
         p.error(f"--cutoff: not a date: {a.cutoff!r}")
     if a.k < 1:
         p.error("--k: must be at least 1")
-    return TrainConfig(
+    config = TrainConfig(
         data_path=a.data,
         output_dir=a.output,
         cutoff=cutoff,
@@ -259,18 +343,54 @@ def parse_args(argv: Sequence[str] | None, settings: TagwatchSettings) -> TrainC
         max_train_rows=a.max_train_rows,
         version=a.version,
         progress=not a.quiet,
+        set_latest=not a.track,
     )
+    return config, a
+
+
+def track(settings: TagwatchSettings, config: TrainConfig, out: Path, promote: str) -> int:
+    """Log the training to MLflow, register it, promote it when asked; the version number."""
+    from lifecycle.registry import Registry, sync_champion
+    from tagger.tracking import log_training
+
+    data = load_questions(config.data_path)
+    later = data.loc[data["created_at"] >= config.cutoff]
+    model = load_artefact(out.parent, out.name).model
+    registered = log_training(
+        settings,
+        out,
+        run_name=f"train {out.name}",
+        params={"data_file": config.data_path.name, "max_train_rows": config.max_train_rows},
+        tags={"kind": "train"},
+        evaluation_df=later.tail(2000) if len(later) else data.tail(2000),
+        per_tag=per_tag_table(model, later.tail(5000) if len(later) else data.tail(5000)),
+    )
+    print(f"MLflow: registered {settings.registered_model} version {registered.version}")
+    registry = Registry(settings)
+    if promote == "always" or (promote == "auto" and registry.champion() is None):
+        registry.promote(registered.version, reason=f"python -m tagger.train --promote {promote}")
+        sync_champion(settings, config.output_dir)
+        print(f"MLflow: version {registered.version} is now {settings.champion_alias}")
+    return registered.version
 
 
 def main(argv: Sequence[str] | None = None, settings: TagwatchSettings | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = settings or TagwatchSettings()
-    config = parse_args(argv, settings)
+    config, args = parse_args(argv, settings)
     try:
-        train(config)
+        out = train(config)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.track:
+        from lifecycle.registry import RegistryError
+
+        try:
+            track(settings, config, out, args.promote)
+        except RegistryError as exc:
+            print(f"error: MLflow: {exc} (the artefact is in {out})", file=sys.stderr)
+            return 1
     return 0
 
 

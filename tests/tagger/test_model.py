@@ -121,26 +121,48 @@ def test_train_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_train_cli_small_model(tmp_path: Path, tagwatch_settings: TagwatchSettings) -> None:
-    """The CLI end to end on a subset: a small, valid artefact and LATEST pointing at it."""
-    rc = main(
-        [
-            "--output",
-            str(tmp_path),
-            "--k",
-            "20",
-            "--max-train-rows",
-            "3000",
-            "--version",
-            "small",
-            "--quiet",
-        ],
-        tagwatch_settings,
+    """The CLI end to end on a subset: an MLflow run, version 1 registered and made champion
+    (there was none), its artefact fetched into the models folder and LATEST pointing at it."""
+    settings = tagwatch_settings.model_copy(
+        update={
+            "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "mlflow_artifacts_dir": tmp_path / "artifacts",
+        }
     )
-    assert rc == 0
-    art = load_artefact(tmp_path)
+    args = ["--output", str(tmp_path / "models"), "--k", "20", "--max-train-rows", "3000"]
+    assert main([*args, "--version", "small", "--quiet"], settings) == 0
+    art = load_artefact(tmp_path / "models")
     assert art.version == "small" and len(art.model.classes) == 20
-    card = json.loads((tmp_path / "small" / "model_card.json").read_text())
+    card = json.loads((tmp_path / "models" / "small" / "model_card.json").read_text())
     assert card["rows"]["train"] == 3000
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from lifecycle.registry import Registry
+
+    registry = Registry(settings)
+    champion = registry.champion()
+    assert champion is not None and champion.version == 1
+    assert champion.artefact_version == "small"
+    run = MlflowClient().get_run(champion.run_id)
+    assert run.data.params["k"] == "20" and run.data.params["C"] == "4.0"
+    assert "decision_threshold" in run.data.params and "cutoff" in run.data.params
+    assert abs(run.data.metrics["validation_jaccard"] - card["validation"]["jaccard"]) < 1e-9
+    assert "2019/jaccard" in run.data.metrics
+    assert len(run.data.tags["data_sha256"]) == 64 and run.data.tags["git_commit"]
+    names = {a.path for a in MlflowClient().list_artifacts(champion.run_id)}
+    assert {"model_card.json", "baseline.csv", "per_tag_metrics.csv"} <= names
+    model = mlflow.pyfunc.load_model(f"models:/{settings.registered_model}/1")
+    assert model.metadata.signature is not None
+    out = model.predict(pd.DataFrame({"title": ["How to sort a list in python"], "body": [""]}))
+    assert "python" in out["tags"].iloc[0].split()
+
+    # a second training registers version 2 without taking the champion's place
+    assert main([*args, "--version", "second", "--quiet"], settings) == 0
+    assert registry.champion().version == 1  # type: ignore[union-attr]
+    assert load_artefact(tmp_path / "models").version == "small"
+    assert [v.version for v in registry.versions()] == [1, 2]
 
 
 def test_load_questions_drops_unusable_rows(tmp_path: Path) -> None:

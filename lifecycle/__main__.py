@@ -1,0 +1,37 @@
+"""``python -m lifecycle``: promote, list versions, retrain from feedback, run the service."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+from collections.abc import Sequence
+
+from lifecycle.settings import LifecycleSettings
+
+# subcommand -> (module, help); each module has add_arguments(parser) and run(args, settings)
+COMMANDS = {
+    "promote": ("lifecycle.promote", "move the champion alias to a version (rollback included)"),
+    "versions": ("lifecycle.promote", "list the registered versions and their aliases"),
+    "retrain": ("lifecycle.retrain", "train a challenger from the store's feedback, gate it"),
+    "serve": ("lifecycle.service", "scheduled retraining, Alertmanager webhook, /metrics"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lifecycle", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text)
+        add = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
+        add(p)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    module = importlib.import_module(COMMANDS[args.command][0])
+    run = getattr(module, f"run_{args.command}", None) or module.run
+    return int(run(args, LifecycleSettings()))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
