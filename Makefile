@@ -33,13 +33,13 @@ model: models/LATEST
 serve: install model
 	$(PY) -m exporter serve
 
-up: install model
+up: install
 	bash scripts/up.sh
 
 down:
 	bash scripts/down.sh
 
-demo: install model
+demo: install
 	bash scripts/demo.sh
 
 test: install
@@ -60,6 +60,7 @@ format: install
 bench: install model
 	$(PY) benchmarks/predictor.py
 	$(PY) -m benchmarks.drift
+	$(PY) -m benchmarks.lifecycle
 
 clean:
 	rm -rf $(VENV) var reports .mypy_cache .ruff_cache .pytest_cache

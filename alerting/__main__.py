@@ -111,7 +111,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(text)
         return 0
     if args.command == "run-once":
-        from alerting.weekly import run_weekly  # pandas, matplotlib: only when needed
+        from alerting.weekly import open_existing_store, run_weekly  # pandas: only when needed
+
+        try:
+            store = open_existing_store(settings)
+        except Exception as exc:  # StoreError: not a store, unreadable
+            print(f"error: TAGWATCH_STORE_URL: {exc}", file=sys.stderr)
+            return 1
+        if store is None:
+            print(
+                f"error: no store at {settings.store_url} (the predictor creates it)",
+                file=sys.stderr,
+            )
+            return 1
+        store.close()
 
         try:
             path = run_weekly(

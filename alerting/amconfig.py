@@ -39,16 +39,34 @@ def _go_string(value: str) -> str:
 
 
 def _links_prefix(settings: AlertingSettings) -> str:
-    """Template definitions of the links, prepended to each email field."""
+    """Template definitions of the links, prepended to each email field.
+
+    Grafana and Alertmanager links exist only where those have a web UI (an empty URL setting:
+    no link; the local stack has no Grafana and Debian's Alertmanager has no UI).
+    """
+    grafana = settings.grafana_url or ""
+    alertmanager = settings.alertmanager_url or ""
+    dashboard = '{{ template "tagwatch.dashboard" . }}'
     links = {
-        "tagwatch.grafana_url": settings.grafana_url,
-        "tagwatch.drift_report_url": settings.drift_report_url,
-        "tagwatch.runbook_base_url": settings.runbook_base_url,
+        "tagwatch.grafana_url": _go_value(grafana),
+        "tagwatch.drift_report_url": _go_value(settings.drift_report_url),
+        "tagwatch.runbook_base_url": _go_value(settings.runbook_base_url),
+        "tagwatch.dashboard_html": (
+            f' · <a href="{dashboard}">Grafana dashboard</a>' if grafana else ""
+        ),
+        "tagwatch.dashboard_text": f"Dashboard: {dashboard}\n" if grafana else "",
+        "tagwatch.alertmanager_html": (
+            f' · <a href="{_go_value(alertmanager)}">Alertmanager</a>' if alertmanager else ""
+        ),
+        "tagwatch.alertmanager_text": (
+            f"Alertmanager: {_go_value(alertmanager)}\n" if alertmanager else ""
+        ),
     }
-    return "".join(
-        f'{{{{ define "{name}" }}}}{{{{ {_go_string(url)} }}}}{{{{ end }}}}'
-        for name, url in links.items()
-    )
+    return "".join(f'{{{{ define "{name}" }}}}{body}{{{{ end }}}}' for name, body in links.items())
+
+
+def _go_value(url: str) -> str:
+    return f"{{{{ {_go_string(url)} }}}}"
 
 
 def _email(settings: AlertingSettings) -> dict[str, Any]:
@@ -64,6 +82,17 @@ def _email(settings: AlertingSettings) -> dict[str, Any]:
 
 def build_config(settings: AlertingSettings) -> dict[str, Any]:
     """The Alertmanager configuration as a dict (YAML-ready)."""
+    return {
+        "global": _smtp_global(settings),
+        "templates": [settings.alertmanager_templates],
+        "route": _route(settings),
+        "inhibit_rules": _inhibit_rules(),
+        "receivers": _receivers(settings),
+    }
+
+
+def _smtp_global(settings: AlertingSettings) -> dict[str, Any]:
+    """SMTP settings; the password only as a file path, never its value."""
     glob: dict[str, Any] = {
         "smtp_smarthost": f"{settings.smtp_host}:{settings.smtp_port}",
         "smtp_from": settings.smtp_from,
@@ -73,60 +102,104 @@ def build_config(settings: AlertingSettings) -> dict[str, Any]:
         glob["smtp_auth_username"] = settings.smtp_username
     if settings.smtp_password_file is not None:
         glob["smtp_auth_password_file"] = str(settings.smtp_password_file)
+    return glob
+
+
+def _route(settings: AlertingSettings) -> dict[str, Any]:
+    """The fixed routing tree: lifecycle webhook first (it continues), then by severity."""
     return {
-        "global": glob,
-        "templates": [settings.alertmanager_templates],
-        "route": {
+        "receiver": "email-warning",
+        "group_by": ["alertname", "job"],
+        "group_wait": "30s",
+        "group_interval": "5m",
+        "repeat_interval": "12h",
+        "routes": [*_lifecycle_routes(settings), *_severity_routes()],
+    }
+
+
+def _severity_routes() -> list[dict[str, Any]]:
+    """Pages at once and often, warnings grouped per job, info only in the weekly summary."""
+    return [
+        {
+            # pages: one email per alert and instance, at once, repeated every 3 h
+            "matchers": ['severity="critical"'],
+            "receiver": "email-critical",
+            "group_by": ["alertname", "job", "instance"],
+            "group_wait": "10s",
+            "group_interval": "1m",
+            "repeat_interval": "3h",
+        },
+        {
+            # warnings: one email per job gathering its alerts, at most every 10 min
+            "matchers": ['severity="warning"'],
             "receiver": "email-warning",
-            "group_by": ["alertname", "job"],
+            "group_by": ["job"],
+            "group_wait": "1m",
+            "group_interval": "10m",
+            "repeat_interval": "12h",
+        },
+        {
+            # info: no email, the weekly summary lists them
+            "matchers": ['severity="info"'],
+            "receiver": "null",
+        },
+    ]
+
+
+def _inhibit_rules() -> list[dict[str, Any]]:
+    """Alerts that say nothing new while a more fundamental one fires for the same job."""
+    return [
+        {
+            "source_matchers": ['alertname="PredictorDown"'],
+            "target_matchers": ['alertname=~"' + "|".join(INHIBITED_BY_PREDICTOR_DOWN) + '"'],
+            "equal": ["job"],
+        },
+        {
+            # the fast-burn page already says it
+            "source_matchers": ['alertname="PredictorLatencySLOBurnFast"'],
+            "target_matchers": ['alertname="PredictorLatencySLOBurnSlow"'],
+            "equal": ["job"],
+        },
+    ]
+
+
+def _receivers(settings: AlertingSettings) -> list[dict[str, Any]]:
+    """Email for pages and warnings, a null sink for info, the lifecycle webhook if set."""
+    return [
+        {"name": "email-critical", "email_configs": [_email(settings)]},
+        {"name": "email-warning", "email_configs": [_email(settings)]},
+        {"name": "null"},
+        *_lifecycle_receivers(settings),
+    ]
+
+
+def _lifecycle_routes(settings: AlertingSettings) -> list[dict[str, Any]]:
+    """Drift and quality alerts also go to the lifecycle service (a retrain), then on to email.
+
+    ``continue``: the email routes below still get them. The service debounces and checks that
+    enough new feedback exists; Alertmanager only repeats the notification hourly.
+    """
+    if not settings.lifecycle_webhook_url or not settings.lifecycle_webhook_alerts:
+        return []
+    names = "|".join(settings.lifecycle_webhook_alerts)
+    return [
+        {
+            "matchers": [f'alertname=~"{names}"'],
+            "receiver": "lifecycle",
+            "group_by": ["alertname"],
             "group_wait": "30s",
             "group_interval": "5m",
-            "repeat_interval": "12h",
-            "routes": [
-                {
-                    # pages: one email per alert and instance, at once, repeated every 3 h
-                    "matchers": ['severity="critical"'],
-                    "receiver": "email-critical",
-                    "group_by": ["alertname", "job", "instance"],
-                    "group_wait": "10s",
-                    "group_interval": "1m",
-                    "repeat_interval": "3h",
-                },
-                {
-                    # warnings: one email per job gathering its alerts, at most every 10 min
-                    "matchers": ['severity="warning"'],
-                    "receiver": "email-warning",
-                    "group_by": ["job"],
-                    "group_wait": "1m",
-                    "group_interval": "10m",
-                    "repeat_interval": "12h",
-                },
-                {
-                    # info: no email, the weekly summary lists them
-                    "matchers": ['severity="info"'],
-                    "receiver": "null",
-                },
-            ],
-        },
-        "inhibit_rules": [
-            {
-                "source_matchers": ['alertname="PredictorDown"'],
-                "target_matchers": ['alertname=~"' + "|".join(INHIBITED_BY_PREDICTOR_DOWN) + '"'],
-                "equal": ["job"],
-            },
-            {
-                # the fast-burn page already says it
-                "source_matchers": ['alertname="PredictorLatencySLOBurnFast"'],
-                "target_matchers": ['alertname="PredictorLatencySLOBurnSlow"'],
-                "equal": ["job"],
-            },
-        ],
-        "receivers": [
-            {"name": "email-critical", "email_configs": [_email(settings)]},
-            {"name": "email-warning", "email_configs": [_email(settings)]},
-            {"name": "null"},
-        ],
-    }
+            "repeat_interval": "1h",
+            "continue": True,
+        }
+    ]
+
+
+def _lifecycle_receivers(settings: AlertingSettings) -> list[dict[str, Any]]:
+    if not settings.lifecycle_webhook_url:
+        return []
+    hook = {"url": settings.lifecycle_webhook_url, "send_resolved": False, "max_alerts": 0}
+    return [{"name": "lifecycle", "webhook_configs": [hook]}]
 
 
 def render_config(settings: AlertingSettings) -> str:

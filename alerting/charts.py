@@ -23,6 +23,11 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def _labels(days: Sequence[str]) -> list[str]:
+    """ "Mon 16 Nov" on two lines ("Mon" / "16 Nov"): seven labels side by side never overlap."""
+    return [d.replace(" ", "\n", 1) for d in days]
+
+
 def _nan(values: Values) -> list[float]:
     return [float("nan") if v is None else v for v in values]
 
@@ -34,7 +39,9 @@ def bar_chart(title: str, days: Sequence[str], series: Mapping[str, Values]) -> 
     for i, (name, values) in enumerate(series.items()):
         xs = [d + i * width for d in range(len(days))]
         ax.bar(xs, [0 if v is None else v for v in values], width=width, label=name)
-    ax.set_xticks([d + width * (len(series) - 1) / 2 for d in range(len(days))], list(days))
+    ax.set_xticks(
+        [d + width * (len(series) - 1) / 2 for d in range(len(days))], _labels(days), fontsize=8
+    )
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
@@ -55,7 +62,7 @@ def line_chart(
         ax.plot(xs, _nan(values), marker="o", label=name)
     for i, (name, value) in enumerate((references or {}).items()):
         ax.axhline(value, linestyle=("--", ":", "-.")[i % 3], linewidth=1, color="grey", label=name)
-    ax.set_xticks(xs, list(days))
+    ax.set_xticks(xs, _labels(days), fontsize=8)
     ax.set_xlim(-0.5, len(days) - 0.5)
     ax.set_title(title)
     if unit:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from tagger.settings import TagwatchSettings
 
+_OPTIONAL_LINKS = ("grafana_url", "alertmanager_url", "lifecycle_webhook_url")
 _URL = re.compile(r"^https?://[^\s\"'{}<>]+$")
 
 
@@ -35,12 +36,18 @@ class AlertingSettings(TagwatchSettings):
     alert_email_to: str = "oncall@localhost"
     weekly_email_to: str | None = None
 
-    # links shown in emails
-    grafana_url: str = "http://127.0.0.1:3000"
+    # links shown in emails; an empty Grafana/Alertmanager URL: no such link (the local stack
+    # has no Grafana, and Debian's Alertmanager has no web UI)
+    grafana_url: str | None = "http://127.0.0.1:3000"
     drift_report_url: str = "http://127.0.0.1:8001/reports/latest.html"
-    runbook_base_url: str = "https://github.com/tagwatch/tagwatch/blob/main"
+    # the drift process serves the runbook rendered at <base>/docs/runbook.md#<alert>
+    runbook_base_url: str = "http://127.0.0.1:8001"
     predictor_url: str = "http://127.0.0.1:8000"
-    alertmanager_url: str = "http://127.0.0.1:9093"
+    # links to stored questions in the weekly email are signed with the secret the predictor
+    # checks (exporter/signing.py) and expire after link_ttl_days
+    link_secret_file: Path | None = None
+    link_ttl_days: float = Field(default=14, gt=0, le=366)
+    alertmanager_url: str | None = "http://127.0.0.1:9093"
 
     # Alertmanager config rendering: template files, relative to the rendered config's folder
     alertmanager_templates: str = "templates/*.tmpl"
@@ -56,8 +63,13 @@ class AlertingSettings(TagwatchSettings):
     weekly_host: str = "127.0.0.1"
     weekly_port: int = Field(default=8002, ge=0, le=65535)
     log_level: str = "INFO"
+    # the lifecycle service's Alertmanager webhook (drift / quality alerts trigger a retrain);
+    # empty: no such receiver
+    lifecycle_webhook_url: str | None = "http://127.0.0.1:8003/webhook"
+    lifecycle_webhook_alerts: tuple[str, ...] = ("DataDriftDetected", "JaccardLow")
 
     @field_validator(
+        "lifecycle_webhook_url",
         "grafana_url",
         "drift_report_url",
         "runbook_base_url",
@@ -66,7 +78,11 @@ class AlertingSettings(TagwatchSettings):
         "prometheus_url",
     )
     @classmethod
-    def _url(cls, value: str) -> str:
+    def _url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value:
+            if info.field_name in _OPTIONAL_LINKS:
+                return None
+            raise ValueError("an http(s) URL is required")
         if not _URL.match(value):
             raise ValueError(f"not an http(s) URL without quotes, braces or spaces: {value!r}")
         return value.rstrip("/")

@@ -1,8 +1,11 @@
 """The weekly summary: what the model and the service did over the last 7 days.
 
-``collect`` asks Prometheus (volume, latency, quality per day, alert episodes, drift status)
-and the prediction store (the latest problematic questions); each section that cannot be filled
-is named in ``missing`` instead of failing the report. ``render`` turns it into HTML + text,
+``collect`` reads counts from the prediction store (predictions, feedback, coverage and
+Jaccard per day: exact, where Prometheus's ``increase()`` extrapolates over a window) and the
+latest problematic questions; it asks Prometheus for what only Prometheus has (latency
+quantiles, 5xx responses, alert episodes, drift status). Each section that cannot be filled is
+named in ``missing`` instead of failing the report. Every alert that fired gets the first steps
+of its runbook section ("What to do"). ``render`` turns it into HTML + text,
 ``build_message`` into one email with the charts as inline (CID) images, and ``run_weekly``
 writes ``reports/weekly/<date>.html`` before sending, so an SMTP outage loses nothing.
 """
@@ -10,8 +13,11 @@ writes ``reports/weekly/<date>.html`` before sending, so an SMTP outage loses no
 from __future__ import annotations
 
 import base64
+import email.policy
 import itertools
 import logging
+import math
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,7 +26,9 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from alerting.charts import bar_chart, line_chart
@@ -28,7 +36,8 @@ from alerting.mailer import send_email
 from alerting.metrics import WeeklyMetrics
 from alerting.prom import PrometheusClient, PrometheusError, Series
 from alerting.settings import AlertingSettings
-from store import open_store
+from exporter.signing import read_secret, signed_query
+from store import PredictionStore, open_store
 
 log = logging.getLogger("alerting.weekly")
 
@@ -36,10 +45,10 @@ DAY = 86400.0
 ALERT_STEP = 60.0  # resolution of alert episodes: one point per minute (10,080 a week)
 DRIFT_STATUS = {0: "green", 1: "yellow", 2: "red"}
 
+RUNBOOK_FILE = Path(__file__).resolve().parents[1] / "docs" / "runbook.md"
+STORE_DAILY = ("predictions", "feedback", "coverage", "jaccard")
 PREDICT = 'job="predictor"'
 DAILY_QUERIES = {
-    "predictions": f"sum(increase(tagwatch_predictions_total{{{PREDICT}}}[1d]))",
-    "feedback": f"sum(increase(tagwatch_feedback_total{{{PREDICT}}}[1d]))",
     "errors_5xx": (
         f'sum(increase(tagwatch_http_requests_total{{{PREDICT},status=~"5.."}}[1d])) '
         f"or sum(increase(tagwatch_predictions_total{{{PREDICT}}}[1d])) * 0"
@@ -50,13 +59,6 @@ DAILY_QUERIES = {
             f'tagwatch_http_request_duration_seconds_bucket{{{PREDICT},endpoint="predict"}}[1d])))'
         )
         for q in ("50", "95", "99")
-    },
-    **{
-        name: (
-            f"sum(increase(tagwatch_feedback_{name}_ratio_sum{{{PREDICT}}}[1d])) / "
-            f"sum(increase(tagwatch_feedback_{name}_ratio_count{{{PREDICT}}}[1d]))"
-        )
-        for name in ("coverage", "jaccard")
     },
 }
 VALIDATION_QUERIES = {
@@ -80,6 +82,15 @@ class AlertSummary:
 
 
 @dataclass
+class Advice:
+    """What to do about one alert that fired: its runbook section's first steps and link."""
+
+    alertname: str
+    steps: str
+    link: str
+
+
+@dataclass
 class WeeklyReport:
     start: datetime
     end: datetime
@@ -89,6 +100,8 @@ class WeeklyReport:
     alerts: list[AlertSummary] | None = None
     drift: list[dict[str, Any]] | None = None
     problematic: dict[str, list[dict[str, Any]]] | None = None
+    retrain: str | None = None  # the lifecycle's retrain summary line (None: not read)
+    advice: list[Advice] = field(default_factory=list)
     missing: dict[str, str] = field(default_factory=dict)
 
 
@@ -142,12 +155,95 @@ def alert_episodes(series: Iterable[Series], step: float = ALERT_STEP) -> list[A
     return sorted(acc.values(), key=lambda a: (a.severity != "critical", -a.minutes, a.alertname))
 
 
-def question_link(row: dict[str, Any], predictor_url: str) -> str:
-    """The question's own URL when it has one (replayed StackOverflow questions), else ours."""
+def _seconds(times: Any) -> Any:
+    return (times - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+
+
+def store_daily(
+    features: Any, labelled: Any, points: list[datetime]
+) -> dict[str, list[float | None]]:
+    """Per day [point - 1 day, point): predictions and feedback counted, mean coverage/Jaccard.
+
+    ``features`` and ``labelled`` are the store's frames (``created_at`` in UTC) of the week.
+    """
+    f_at = _seconds(features["created_at"]) if len(features) else None
+    l_at = _seconds(labelled["created_at"]) if len(labelled) else None
+    out: dict[str, list[float | None]] = {k: [] for k in STORE_DAILY}
+    for p in points:
+        t1 = p.timestamp()
+        t0 = t1 - DAY
+        if f_at is None:
+            out["predictions"].append(0.0)
+            out["feedback"].append(0.0)
+        else:
+            in_day = (f_at >= t0) & (f_at < t1)
+            out["predictions"].append(float(in_day.sum()))
+            out["feedback"].append(float(features["n_feedback_tags"][in_day].notna().sum()))
+        day = labelled[(l_at >= t0) & (l_at < t1)] if l_at is not None else labelled
+        for name in ("coverage", "jaccard"):
+            out[name].append(float(day[name].mean()) if len(day) else None)
+    return out
+
+
+def _runbook_sections(text: str) -> dict[str, str]:
+    """``{anchor: body}`` of the runbook's ``## Name`` sections (anchor: lower-case name)."""
+    sections: dict[str, str] = {}
+    for block in re.split(r"^## ", text, flags=re.M)[1:]:
+        head, _, body = block.partition("\n")
+        sections[re.sub(r"[^a-z0-9_-]", "", head.strip().lower())] = body.strip()
+    return sections
+
+
+def runbook_advice(
+    alertnames: Iterable[str], base_url: str, runbook: Path = RUNBOOK_FILE
+) -> list[Advice]:
+    """The first steps ("Fix:" paragraph, else "Check:") of each alert's runbook section.
+
+    An alert without its own section uses the longest section name it starts with
+    (PredictorLatencySLOBurnFast -> PredictorLatencySLOBurn).
+    """
+    try:
+        sections = _runbook_sections(runbook.read_text(encoding="utf-8"))
+    except OSError:
+        sections = {}
+    out = []
+    for name in dict.fromkeys(alertnames):
+        key = name.lower()
+        anchor = (
+            key
+            if key in sections
+            else max((a for a in sections if key.startswith(a)), key=len, default=key)
+        )
+        body = sections.get(anchor, "")
+        steps = ""
+        for label in ("Fix:", "Check:"):
+            m = re.search(rf"^{label}(.*?)(?:\n\n|\Z)", body, flags=re.M | re.S)
+            if m:
+                steps = f"{label[:-1]}: " + " ".join(m.group(1).split())
+                break
+        if not steps and body:
+            steps = " ".join(body.split("\n\n")[0].split())
+        link = f"{base_url}/docs/runbook.md#{anchor}"
+        out.append(Advice(name, steps or "See the runbook.", link))
+    return out
+
+
+def question_link(
+    row: dict[str, Any],
+    predictor_url: str,
+    secret: str | None = None,
+    ttl_seconds: float = 14 * 86_400,
+) -> str:
+    """The question's own URL when it has one (replayed StackOverflow questions), else ours:
+    signed with the link secret so that it opens without a token until it expires."""
     url = row.get("url")
     if isinstance(url, str) and url.startswith(("http://", "https://")):
         return url
-    return f"{predictor_url}/predictions/{row['id']}"
+    pid = quote(str(row["id"]), safe="")
+    link = f"{predictor_url}/predictions/{pid}"
+    if secret is None:
+        return link
+    return f"{link}?{signed_query(secret, str(row['id']), ttl_seconds)}"
 
 
 # ---------------------------------------------------------------- collecting
@@ -157,23 +253,77 @@ def collect(
     settings: AlertingSettings,
     end: datetime,
     prometheus: PrometheusClient,
-    problematic: Callable[[float, int], dict[str, list[dict[str, Any]]]] | None,
+    store: PredictionStore | None,
 ) -> WeeklyReport:
     """Fill every section it can; name the others in ``report.missing`` with the reason."""
     start = end - timedelta(days=settings.weekly_days)
     points = day_points(end, settings.weekly_days)
     report = WeeklyReport(start=start, end=end, days=[p.strftime("%a %d %b") for p in points])
+    daily: dict[str, list[float | None]] = {
+        k: [None] * len(points) for k in (*STORE_DAILY, *DAILY_QUERIES)
+    }
+    _collect_store_daily(settings, report, daily, store, points, end)
+    _collect_prometheus_daily(report, daily, prometheus, points, end)
+    report.daily = daily
+    _collect_alerts(settings, report, prometheus, start, end)
+    _collect_drift(settings, report, prometheus, end)
+    _collect_retrain(settings, report, prometheus, end)
+    _collect_problematic(settings, report, store, start)
+    return report
+
+
+def _collect_store_daily(
+    settings: AlertingSettings,
+    report: WeeklyReport,
+    daily: dict[str, list[float | None]],
+    store: PredictionStore | None,
+    points: list[datetime],
+    end: datetime,
+) -> None:
+    """Exact per-day counts from the store, where Prometheus would extrapolate."""
+    if store is None:
+        report.missing["volume and quality per day"] = f"store not found ({settings.store_url})"
+        return
     try:
-        report.daily = {
-            name: align(prometheus.query_range(expr, points[0], points[-1], DAY), points)
-            for name, expr in DAILY_QUERIES.items()
-        }
+        first = points[0].timestamp() - DAY
+        daily.update(
+            store_daily(
+                store.features(first, end.timestamp()),
+                store.labelled(first, end.timestamp()),
+                points,
+            )
+        )
+    except Exception as exc:  # any store failure must not cost the rest of the report
+        report.missing["volume and quality per day"] = f"store {settings.store_url}: {exc}"
+
+
+def _collect_prometheus_daily(
+    report: WeeklyReport,
+    daily: dict[str, list[float | None]],
+    prometheus: PrometheusClient,
+    points: list[datetime],
+    end: datetime,
+) -> None:
+    """Latency and 5xx per day and the validation scores: only Prometheus has them."""
+    try:
+        for name, expr in DAILY_QUERIES.items():
+            daily[name] = align(prometheus.query_range(expr, points[0], points[-1], DAY), points)
         for name, expr in VALIDATION_QUERIES.items():
             result = prometheus.query(expr, end)
             if result:
                 report.validation[name] = result[0].points[0][1]
     except PrometheusError as exc:
-        report.missing["volume, latency and quality per day"] = str(exc)
+        report.missing["latency and 5xx per day"] = str(exc)
+
+
+def _collect_alerts(
+    settings: AlertingSettings,
+    report: WeeklyReport,
+    prometheus: PrometheusClient,
+    start: datetime,
+    end: datetime,
+) -> None:
+    """The week's alert episodes, each with its runbook's first steps."""
     try:
         report.alerts = alert_episodes(
             prometheus.query_range(
@@ -183,8 +333,17 @@ def collect(
                 ALERT_STEP,
             )
         )
+        report.advice = runbook_advice(
+            (a.alertname for a in report.alerts), settings.runbook_base_url
+        )
     except PrometheusError as exc:
         report.missing["alert episodes"] = str(exc)
+
+
+def _collect_drift(
+    settings: AlertingSettings, report: WeeklyReport, prometheus: PrometheusClient, end: datetime
+) -> None:
+    """Each drift feature's latest and worst status of the week."""
     try:
         latest = {
             s.labels.get("feature", "?"): s.points[0][1]
@@ -198,28 +357,101 @@ def collect(
                 end,
             )
         }
-        report.drift = [
-            {
-                "feature": f,
-                "latest": DRIFT_STATUS.get(int(latest[f]), "?") if f in latest else "absent",
-                "worst": DRIFT_STATUS.get(int(worst[f]), "?"),
-            }
-            for f in sorted(worst)
-        ]
+        report.drift = _drift_rows(latest, worst)
     except PrometheusError as exc:
         report.missing["drift status per feature"] = str(exc)
-    if problematic is None:
+
+
+def _drift_rows(latest: dict[str, float], worst: dict[str, float]) -> list[dict[str, Any]]:
+    """Status words per feature; a feature absent now but seen this week says "absent"."""
+    return [
+        {
+            "feature": f,
+            "latest": DRIFT_STATUS.get(int(latest[f]), "?") if f in latest else "absent",
+            "worst": DRIFT_STATUS.get(int(worst[f]), "?"),
+        }
+        for f in sorted(worst)
+    ]
+
+
+def _collect_retrain(
+    settings: AlertingSettings, report: WeeklyReport, prometheus: PrometheusClient, end: datetime
+) -> None:
+    """The lifecycle's retrain summary line of the week."""
+    try:
+        report.retrain = retrain_summary(prometheus, end, settings.weekly_days)
+    except PrometheusError as exc:
+        report.missing["retraining"] = str(exc)
+
+
+def _collect_problematic(
+    settings: AlertingSettings,
+    report: WeeklyReport,
+    store: PredictionStore | None,
+    start: datetime,
+) -> None:
+    """The latest problematic questions, each with a signed read-only link."""
+    if store is None:
         report.missing["problematic questions"] = f"store not found ({settings.store_url})"
-    else:
-        try:
-            rows = problematic(start.timestamp(), settings.weekly_problematic_limit)
-            for items in rows.values():
-                for row in items:
-                    row["link"] = question_link(row, settings.predictor_url)
-            report.problematic = rows
-        except Exception as exc:  # any store failure must not cost the rest of the report
-            report.missing["problematic questions"] = f"store {settings.store_url}: {exc}"
-    return report
+        return
+    try:
+        rows = store.problematic(start.timestamp(), settings.weekly_problematic_limit)
+        for items in rows.values():
+            for row in items:
+                row["link"] = question_link(
+                    row,
+                    settings.predictor_url,
+                    read_secret(settings.link_secret_file, "TAGWATCH_LINK_SECRET_FILE"),
+                    settings.link_ttl_days * 86_400,
+                )
+        report.problematic = rows
+    except Exception as exc:  # any store failure must not cost the rest of the report
+        report.missing["problematic questions"] = f"store {settings.store_url}: {exc}"
+
+
+def retrain_line(
+    outcomes: dict[str, float],
+    champion: float | None,
+    challenger: float | None,
+    recovery: float | None,
+    min_recovery: float,
+) -> str:
+    """One line on the week's retraining: outcomes, the last gate's Jaccard, the drift verdict."""
+    from lifecycle.gate import drift_verdict
+
+    runs = {k: round(v) for k, v in outcomes.items() if round(v) > 0}
+    if not runs:
+        return "No retrain this week."
+    head = "Retrains this week: " + ", ".join(f"{n} {k}" for k, n in sorted(runs.items()))
+    if challenger is None:
+        return head + "."
+    gate = f"last gate: Jaccard champion {champion:.3f} vs challenger {challenger:.3f}"
+    if champion is None:
+        gate = f"last gate: challenger Jaccard {challenger:.3f}"
+    return f"{head}; {gate}; {drift_verdict(recovery, min_recovery)}."
+
+
+def retrain_summary(prometheus: PrometheusClient, end: datetime, days: int) -> str:
+    def one(expr: str) -> float | None:
+        result = prometheus.query(expr, end)
+        if not result:
+            return None
+        value = float(result[0].points[0][1])
+        return None if math.isnan(value) else value
+
+    outcomes = {
+        s.labels.get("outcome", "?"): float(s.points[0][1])
+        for s in prometheus.query(
+            f"sum by (outcome) (increase(tagwatch_retrain_runs_total[{days}d]))", end
+        )
+    }
+    return retrain_line(
+        outcomes,
+        one("max(tagwatch_gate_champion_jaccard_ratio)"),
+        one("max(tagwatch_gate_challenger_jaccard_ratio)"),
+        one("max(tagwatch_retrain_drift_recovery_ratio)"),
+        one("max(tagwatch_retrain_drift_recovery_min_ratio)") or 0.5,
+    )
 
 
 # ---------------------------------------------------------------- rendering
@@ -307,7 +539,8 @@ def render(settings: AlertingSettings, report: WeeklyReport) -> Rendered:
 
 
 def build_message(settings: AlertingSettings, rendered: Rendered) -> EmailMessage:
-    msg = EmailMessage()
+    # headers are not folded: a folded Subject shows in some clients with a leading space
+    msg = EmailMessage(policy=email.policy.default.clone(max_line_length=998))
     msg["Subject"] = rendered.subject
     msg["From"] = settings.smtp_from
     msg["To"] = ", ".join(settings.weekly_recipients)
@@ -331,16 +564,14 @@ def write_report(settings: AlertingSettings, report: WeeklyReport, rendered: Ren
 # ---------------------------------------------------------------- the job
 
 
-def open_problematic(
-    settings: AlertingSettings,
-) -> Callable[[float, int], dict[str, list[dict[str, Any]]]] | None:
-    """The store's ``problematic`` method, or None when the SQLite file does not exist."""
+def open_existing_store(settings: AlertingSettings) -> PredictionStore | None:
+    """The prediction store, or None when its SQLite file does not exist (never create one)."""
     url = settings.store_url
     if url.startswith("sqlite:///") or "://" not in url:
         path = Path(url.removeprefix("sqlite:///"))
         if not path.is_file():
             return None
-    return open_store(url).problematic
+    return open_store(url, readonly=True)  # a reader: never writes, never creates
 
 
 def run_weekly(
@@ -355,12 +586,17 @@ def run_weekly(
     metrics.runs.inc()
     try:
         end = end or datetime.now(UTC)
-        report = collect(
-            settings,
-            end,
-            PrometheusClient(settings.prometheus_url, settings.prometheus_timeout_seconds),
-            open_problematic(settings),
-        )
+        store = open_existing_store(settings)
+        try:
+            report = collect(
+                settings,
+                end,
+                PrometheusClient(settings.prometheus_url, settings.prometheus_timeout_seconds),
+                store,
+            )
+        finally:
+            if store is not None:
+                store.close()
         metrics.missing_sections.set(len(report.missing))
         for section, reason in report.missing.items():
             log.warning("weekly summary: %s missing: %s", section, reason)

@@ -6,8 +6,12 @@
     pipeline (``predict_proba`` of one question + the same decision rule), same questions;
 (b) POST /predict under gunicorn, loaded by ``wrk`` on loopback, against a bare Flask endpoint
     returning constant JSON under the same gunicorn settings, as a ratio;
-(c) the same with metrics and store switched off: the instrumentation overhead.
+(c) the same with metrics and store switched off: the instrumentation overhead;
+(d) the inference time the server itself recorded during (b) (``tagwatch_inference_seconds``
+    from /metrics: mean and histogram quantiles, the figure on the dashboards), next to (a).
 Prints a table; targets: (a) ≤ 100 µs median, (b) ≥ 0.6, (c) ≤ 10 %.
+(b) includes the store's durability: every acknowledged row is spooled (one write(2)) before
+the reply and written to SQLite in batches.
 """
 
 from __future__ import annotations
@@ -137,6 +141,45 @@ def run_wrk(url: str, script: Path, duration: int, connections: int) -> dict[str
     }
 
 
+def histogram(text: str, name: str) -> tuple[list[tuple[float, float]], float, float]:
+    """Cumulative buckets [(le, count)], sum and count of a histogram in Prometheus text."""
+    buckets, total, count = [], 0.0, 0.0
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            le = re.search(r'le="([^"]+)"', line).group(1)  # type: ignore[union-attr]
+            buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
+        elif line.startswith(f"{name}_sum "):
+            total = float(line.rsplit(" ", 1)[1])
+        elif line.startswith(f"{name}_count "):
+            count = float(line.rsplit(" ", 1)[1])
+    return sorted(buckets), total, count
+
+
+def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """Prometheus' histogram_quantile: linear interpolation inside the bucket."""
+    total = buckets[-1][1]
+    rank, lower, below = q * total, 0.0, 0.0
+    for le, cum in buckets:
+        if cum >= rank:
+            if le == float("inf"):
+                return lower
+            return lower + (le - lower) * (rank - below) / max(cum - below, 1e-12)
+        lower, below = le, cum
+    return lower
+
+
+def server_inference(url: str) -> dict[str, float]:
+    text = requests.get(url + "/metrics", timeout=10).text
+    buckets, total, count = histogram(text, "tagwatch_inference_seconds")
+    if not count:
+        return {}
+    return {
+        "n": count,
+        "mean": total / count,
+        **{f"p{int(q * 100)}": bucket_quantile(q, buckets) for q in (0.5, 0.9, 0.99)},
+    }
+
+
 def http_runs(models: Path, titles: list[str], duration: int, workers: int,
               connections: int, rounds: int) -> dict[str, dict[str, float]]:  # fmt: skip
     """All three servers up at once, loaded in turn for ``rounds`` rounds; medians per variant.
@@ -175,12 +218,14 @@ def http_runs(models: Path, titles: list[str], duration: int, workers: int,
             for _ in range(rounds):
                 for name, url in urls.items():
                     samples[name].append(run_wrk(url, script, duration, connections))
+            inference = server_inference(urls["predict"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     out = {}
     for name, runs in samples.items():
         runs.sort(key=lambda r: r["rps"])
         out[name] = runs[len(runs) // 2]
+    out["server_inference"] = inference
     return out
 
 
@@ -236,6 +281,21 @@ def main() -> int:
     print(
         f"    (c) instrumentation overhead: {overhead * 100:.1f} %  (target ≤ 10 %: {overhead_ok})"
     )
+    inf = http["server_inference"]
+    if inf:
+        print()
+        print(f"(d) inference time recorded by the server during (b) "
+              f"(tagwatch_inference_seconds, {inf['n']:.0f} requests; quantiles "
+              "interpolated in the histogram buckets)")  # fmt: skip
+        print(f"    {'':<28}{'mean':>10}{'p50':>10}{'p90':>10}{'p99':>10}")
+        print(f"    {'server (under load)':<28}{inf['mean'] * us:>8.0f}µs{inf['p50'] * us:>8.0f}µs"
+              f"{inf['p90'] * us:>8.0f}µs{inf['p99'] * us:>8.0f}µs")  # fmt: skip
+        print(f"    {'tight loop (a)':<28}{'':>10}{lat['fast_p50'] * us:>8.0f}µs{'':>10}"
+              f"{lat['fast_p99'] * us:>8.0f}µs")  # fmt: skip
+        print(
+            f"    server mean ÷ loop median: {inf['mean'] / lat['fast_p50']:.1f}× (caches are "
+            "cold between requests: other code runs in between)"
+        )
     return 0
 
 

@@ -9,14 +9,18 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from drift.metrics import DriftMetrics
 from drift.settings import DriftSettings
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("drift")
 
@@ -30,6 +34,15 @@ def configure_logging() -> None:
     )
     logging.getLogger("drift").setLevel(logging.INFO)
     os.environ.setdefault("TQDM_DISABLE", "1")  # popmon's progress bars are not log lines
+
+
+def store_missing(url: str) -> bool:
+    """True when the store URL names an SQLite file that does not exist (yet)."""
+    if url.startswith("sqlite:///"):
+        url = url.removeprefix("sqlite:///")
+    elif "://" in url:
+        return False
+    return not Path(url).exists()
 
 
 def run_once_cli(settings: DriftSettings) -> int:
@@ -56,10 +69,6 @@ def cron_trigger(expr: str) -> Any:
 
 def serve(settings: DriftSettings) -> int:
     """Scheduler (cron from settings, one run at a time, coalesced) plus the HTTP server."""
-    from apscheduler.schedulers.blocking import BlockingScheduler
-    from prometheus_client import CollectorRegistry, ProcessCollector
-
-    from drift.job import run_once
     from drift.server import make_server, serve_in_thread
 
     try:
@@ -67,17 +76,9 @@ def serve(settings: DriftSettings) -> int:
     except ValueError as exc:
         log.error("TAGWATCH_CRON %r is not a cron expression: %s", settings.cron, exc)
         return 2
-    registry = CollectorRegistry()
-    # process_start_time_seconds & co.: DriftJobStale tells "never succeeded since start"
-    ProcessCollector(registry=registry)
-    metrics = DriftMetrics(registry)
-    lock = threading.Lock()
+    registry, metrics = _registry_and_metrics()
     last: dict[str, Any] = {"ok": None, "finished_at": None}
-
-    def job() -> None:
-        with lock:
-            result = run_once(settings, metrics)
-            last.update(ok=result.ok, finished_at=time.time(), error=result.error)
+    job = _drift_job(settings, metrics, last)
 
     def health() -> dict[str, Any]:
         return {"status": "ok", "last_run": last, "cron": settings.cron}
@@ -88,6 +89,70 @@ def serve(settings: DriftSettings) -> int:
         log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
         return 2
     serve_in_thread(server)
+    _ensure_waiting_page(settings, trigger)
+    scheduler = _scheduler(settings, job, trigger)
+    signal.signal(signal.SIGTERM, _interrupt)
+    log.info(
+        "drift scheduler started (cron %r, UTC); http://%s:%d/metrics, /reports/latest.html",
+        settings.cron,
+        settings.host,
+        settings.port,
+    )
+    _run_until_stopped(scheduler, server)
+    return 0
+
+
+def _registry_and_metrics() -> tuple[CollectorRegistry, DriftMetrics]:
+    """The registry /metrics shows: the drift metrics plus the process's own."""
+    from prometheus_client import CollectorRegistry, ProcessCollector
+
+    registry = CollectorRegistry()
+    # process_start_time_seconds & co.: DriftJobStale tells "never succeeded since start"
+    ProcessCollector(registry=registry)
+    return registry, DriftMetrics(registry)
+
+
+def _drift_job(
+    settings: DriftSettings, metrics: DriftMetrics, last: dict[str, Any]
+) -> Callable[[], None]:
+    """The scheduled run: one at a time, its outcome kept in ``last`` for /healthz."""
+    from drift.job import run_once
+
+    lock = threading.Lock()
+
+    def job() -> None:
+        if store_missing(settings.store_url):
+            # a fresh install before the predictor's first start: nothing to judge, no failure
+            log.warning(
+                "no store at %s yet (the predictor creates it): run skipped", settings.store_url
+            )
+            return
+        with lock:
+            result = run_once(settings, metrics)
+            last.update(ok=result.ok, finished_at=time.time(), error=result.error)
+
+    return job
+
+
+def _ensure_waiting_page(settings: DriftSettings, trigger: Any) -> None:
+    """latest.html answers from the first start: what will be judged, and when."""
+    from drift.job import ensure_latest
+
+    first = (
+        "now (TAGWATCH_RUN_ON_START)"
+        if settings.run_on_start
+        else f"{trigger.get_next_fire_time(None, datetime.now(UTC)):%Y-%m-%d %H:%M %Z}"
+    )
+    try:
+        ensure_latest(settings, first)
+    except OSError as exc:
+        log.warning("cannot write %s/latest.html: %s", settings.reports_dir, exc)
+
+
+def _scheduler(settings: DriftSettings, job: Callable[[], None], trigger: Any) -> Any:
+    """A blocking scheduler with the drift job: coalesced, never two at once."""
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
     scheduler = BlockingScheduler(timezone=UTC)
     extra: dict[str, Any] = {}
     if settings.run_on_start:
@@ -101,17 +166,16 @@ def serve(settings: DriftSettings) -> int:
         misfire_grace_time=settings.misfire_grace_seconds,
         **extra,
     )
+    return scheduler
 
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
-    log.info(
-        "drift scheduler started (cron %r, UTC); http://%s:%d/metrics, /reports/latest.html",
-        settings.cron,
-        settings.host,
-        settings.port,
-    )
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM stops the blocking scheduler the way Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def _run_until_stopped(scheduler: Any, server: Any) -> None:
+    """Block in the scheduler until a signal; then stop it and the HTTP server."""
     try:
         scheduler.start()
     except KeyboardInterrupt:
@@ -121,7 +185,6 @@ def serve(settings: DriftSettings) -> int:
             scheduler.shutdown(wait=False)
         server.shutdown()
         log.info("drift scheduler stopped")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -21,10 +21,11 @@ from drift.histograms import (
     merge,
     tag_categories,
 )
-from drift.judge import Judgement, judge
-from drift.metrics import DriftMetrics
+from drift.judge import FEEDBACK_FEATURE, Judgement, judge
+from drift.metrics import FEATURES, DriftMetrics
 from drift.settings import DriftSettings
-from drift.state import load_state, save_state
+from drift.state import DriftState, load_state, save_state
+from drift.versions import rows_of_version
 from store import PredictionStore, StoreError, open_store
 from tagger.artefact import BASELINE_FILE, ArtefactError, load_baseline, read_card, resolve_version
 
@@ -59,13 +60,174 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def placeholder_html(now: pd.Timestamp, reason: str) -> str:
-    """latest.html when nothing could be judged: say so instead of showing a stale report."""
+def _rules_html(settings: DriftSettings) -> str:
     return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>tagwatch drift</title></head>"
-        f"<body><h1>tagwatch drift: nothing judged</h1><p>Run at {now.isoformat()}: "
-        f"{html.escape(reason)}</p></body></html>\n"
+        "<ul>"
+        f"<li>Every {html.escape(settings.bin_size)} of stored predictions is one bin; a bin is "
+        f"judged once complete with at least {settings.min_rows_per_bin} predictions (the "
+        f"last {settings.max_bins} such bins of the last {settings.window_days} days).</li>"
+        "<li>Each bin's histogram of every input/output feature is compared with the "
+        "<b>held-out validation questions</b> of the served model (its baseline). The effect "
+        "size is the largest change of one histogram bar's share of questions (popmon's "
+        f"<code>max_prob_diff</code>): yellow from {settings.yellow_max_prob_diff:g}, red from "
+        f"{settings.red_max_prob_diff:g}.</li>"
+        "<li><code>unknown_feedback_tags_ratio</code>: the share of user-given tags that the "
+        "model does not know, against the validation questions' share: yellow when it rises "
+        f"by {settings.yellow_unknown_tags_rise:g}, red by {settings.red_unknown_tags_rise:g} "
+        f"(bins with at least {settings.min_feedback_per_bin} questions with feedback).</li>"
+        "</ul>"
     )
+
+
+def placeholder_html(now: pd.Timestamp, reason: str, settings: DriftSettings | None = None) -> str:
+    """latest.html when nothing could be judged: say so instead of showing a stale report."""
+    rules = "" if settings is None else f"<h2>What is judged</h2>{_rules_html(settings)}"
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'>"
+        "<title>tagwatch drift</title></head>"
+        f"<body><h1>tagwatch drift: nothing judged</h1><p>Run at {now.isoformat()}: "
+        f"{html.escape(reason)}</p>{rules}</body></html>\n"
+    )
+
+
+def waiting_html(settings: DriftSettings, started: pd.Timestamp, next_run: str) -> str:
+    """latest.html from the drift process's first start until its first run writes a report."""
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'>"
+        "<title>tagwatch drift: no report yet"
+        "</title></head><body style='font-family: Arial, sans-serif; max-width: 60em'>"
+        "<h1>tagwatch drift: no report yet</h1>"
+        f"<p>The drift job started at {html.escape(started.isoformat())}. Its first run is "
+        f"scheduled for <b>{html.escape(next_run)}</b> (cron <code>"
+        f"{html.escape(settings.cron)}</code>, UTC); this page is then replaced by the "
+        "report.</p>"
+        f"<h2>What will be judged</h2>{_rules_html(settings)}"
+        "<p>A red feature sets <code>tagwatch_drift_feature_status</code> to 2, which fires the "
+        "DataDriftDetected alert.</p></body></html>\n"
+    )
+
+
+def ensure_latest(settings: DriftSettings, next_run: str, now: pd.Timestamp | None = None) -> bool:
+    """Write the waiting page if there is no latest.html yet; True when written."""
+    latest = Path(settings.reports_dir) / "latest.html"
+    if latest.is_file():
+        return False
+    now = pd.Timestamp.now(tz="UTC") if now is None else now
+    _write_atomic(latest, waiting_html(settings, now.floor("s"), next_run))
+    return True
+
+
+def _status_cell(status: int) -> str:
+    colour, word = [("#2e7d32", "green"), ("#ef6c00", "yellow"), ("#c62828", "red")][status]
+    return f"<td style='color: white; background: {colour}'>{word}</td>"
+
+
+def summary_section(
+    settings: DriftSettings,
+    j: Judgement,
+    judged: dict[int, Any],
+    validation_unknown_ratio: float | None,
+) -> str:
+    """tagwatch's own section of the report: effect sizes, rules and the feedback feature."""
+    rows = _effect_rows(settings, j, validation_unknown_ratio)
+    fb_rows = _feedback_rows(settings, judged, validation_unknown_ratio)
+    ref_text = "unknown" if validation_unknown_ratio is None else f"{validation_unknown_ratio:.3f}"
+    return (
+        '<section data-section-title="Summary" id="tagwatch-summary" class="bg-light">'
+        '<div class="container" style="padding: 24px 0">'
+        f"<h2>Latest bin: {j.latest_bin:%Y-%m-%d %H:%M} UTC</h2>"
+        f"{_rules_html(settings)}"
+        "<table class='table table-sm' id='tagwatch-effects'><thead><tr><th>feature</th>"
+        "<th>status</th><th>measured (latest bin)</th><th>rule</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+        f"<h3 id='{FEEDBACK_FEATURE}'>unknown_feedback_tags_ratio per bin</h3>"
+        f"<p>Share of user-given tags unknown to the model; validation share {ref_text}.</p>"
+        "<table class='table table-sm' id='tagwatch-feedback'><thead><tr><th>bin (UTC)</th>"
+        "<th>questions with feedback</th><th>unknown share</th><th>rise</th><th></th></tr>"
+        f"</thead><tbody>{''.join(fb_rows)}</tbody></table>"
+        "</div></section>"
+    )
+
+
+def _effect_rows(
+    settings: DriftSettings, j: Judgement, validation_unknown_ratio: float | None
+) -> list[str]:
+    """One row per feature, worst first: what was measured against which rule."""
+    rows = []
+    for feature, (status, _red, _yellow) in sorted(
+        j.statuses.items(), key=lambda kv: (-kv[1][0], kv[0])
+    ):
+        value = j.values.get(feature, float("nan"))
+        if feature == FEEDBACK_FEATURE:
+            ref = validation_unknown_ratio or 0.0
+            measured = f"share {value:.3f} vs {ref:.3f}: rise {value - ref:+.3f}"
+            rule = (
+                f"rise ≥ {settings.yellow_unknown_tags_rise:g} yellow, "
+                f"≥ {settings.red_unknown_tags_rise:g} red"
+            )
+        else:
+            measured = f"max_prob_diff {value:.3f}"
+            rule = (
+                f"≥ {settings.yellow_max_prob_diff:g} yellow, ≥ {settings.red_max_prob_diff:g} red"
+            )
+        rows.append(
+            f"<tr><td><a href='#{html.escape(feature)}-ref_max_prob_diff'>{html.escape(feature)}"
+            f"</a></td>{_status_cell(status)}<td>{measured}</td><td>{rule}</td></tr>"
+        )
+    return rows
+
+
+def _feedback_rows(
+    settings: DriftSettings, judged: dict[int, Any], validation_unknown_ratio: float | None
+) -> list[str]:
+    """One row per judged bin: the unknown share of user tags, and whether it was judged."""
+    fb_rows = []
+    for tb, b in sorted(judged.items()):
+        start = pd.Timestamp(tb * settings.bin_ns, unit="ns", tz="UTC")
+        if b["fb_questions"]:
+            share = b["fb_unknown"] / max(b["fb_tags"], 1)
+            v = validation_unknown_ratio
+            rise = "" if v is None else f"{share - v:+.3f}"
+            enough = b["fb_questions"] >= settings.min_feedback_per_bin
+            fb_rows.append(
+                f"<tr><td>{start:%Y-%m-%d %H:%M}</td><td>{b['fb_questions']}</td>"
+                f"<td class='fb-share'>{share:.3f}</td><td>{rise}</td>"
+                f"<td>{'judged' if enough else 'too few to judge'}</td></tr>"
+            )
+        else:
+            fb_rows.append(
+                f"<tr><td>{start:%Y-%m-%d %H:%M}</td><td>0</td><td>–</td><td></td>"
+                "<td>no feedback</td></tr>"
+            )
+    return fb_rows
+
+
+def add_summary(report_html: str, section: str) -> str:
+    """Insert tagwatch's section before popmon's first section after the overview."""
+    # no favicon request (a 404 in the browser's console otherwise)
+    report_html = report_html.replace("<head>", '<head><link rel="icon" href="data:,">', 1)
+    marker = "<section data-section-title=Histograms"
+    i = report_html.find(marker)
+    if i < 0:
+        i = report_html.rfind("</body>")
+    if i < 0:
+        return report_html + section
+    return report_html[:i] + section + report_html[i:]
+
+
+def effect_sizes(j: Judgement, validation_unknown_ratio: Any) -> dict[str, float]:
+    """The measured value each rule compares: max_prob_diff, or the rise of the unknown share."""
+    out = {f: v for f, v in j.values.items() if f != FEEDBACK_FEATURE}
+    if FEEDBACK_FEATURE in j.values and validation_unknown_ratio is not None:
+        out[FEEDBACK_FEATURE] = j.values[FEEDBACK_FEATURE] - float(validation_unknown_ratio)
+    return out
+
+
+def thresholds(settings: DriftSettings) -> dict[str, tuple[float, float]]:
+    """(yellow, red) thresholds of every judged feature's effect size."""
+    out = {f: (settings.yellow_max_prob_diff, settings.red_max_prob_diff) for f in FEATURES}
+    out[FEEDBACK_FEATURE] = (settings.yellow_unknown_tags_rise, settings.red_unknown_tags_rise)
+    return out
 
 
 def read_new_rows(
@@ -108,41 +270,28 @@ def run_once(
     return result
 
 
+class _ServedModel(NamedTuple):
+    """The model version the drift run judges against, and what its counts depend on."""
+
+    card: dict[str, Any]
+    baseline: pd.DataFrame
+    categories: list[str]
+    fingerprint: str
+
+
 def _run(
     settings: DriftSettings,
     metrics: DriftMetrics,
     store: PredictionStore | None,
     now: pd.Timestamp | None,
 ) -> RunResult:
+    """Count the new rows, judge the complete bins of the window, report and set metrics."""
     now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now).tz_convert("UTC")
     bin_ns = settings.bin_ns
     end_tb = now.value // bin_ns  # the current bin is partial: never read nor judged
     start_tb = (now.value - settings.window_days * DAY_NS) // bin_ns + 1
-    end_ns, start_ns = end_tb * bin_ns, start_tb * bin_ns
-
-    path = resolve_version(settings.models_dir, settings.model_version)
-    card = read_card(path)
-    baseline = load_baseline(path)
-    categories = tag_categories(baseline["top_tag"], settings.top_tags)
-    fp = fingerprint(str(card.get("version")), _sha256(path / BASELINE_FILE), bin_ns, categories)
-
-    state = load_state(settings.state_dir, fp)
-    own_store = store is None
-    store = open_store(settings.store_url) if store is None else store
-    after_seq = state.last_seq
-    new_rows, last_seq = 0, after_seq
-    try:
-        chunks = read_new_rows(store, start_ns, end_ns, after_seq, max(bin_ns, DAY_NS))
-        for df in chunks:
-            merge(state.bins, count_rows(df, bin_ns, categories))
-            new_rows += len(df)
-            last_seq = max(last_seq, int(df["seq"].max()))
-    finally:
-        if own_store:
-            store.close()
-    state.last_seq = last_seq
-    state.bins = {tb: b for tb, b in state.bins.items() if start_tb <= tb < end_tb}
-    save_state(settings.state_dir, state)
+    model = _served_model(settings)
+    state, after_seq, new_rows = _update_counts(settings, store, model, start_tb, end_tb)
 
     enough = settings.min_rows_per_bin
     full = [(tb, b) for tb, b in sorted(state.bins.items()) if b["rows"] >= enough]
@@ -156,39 +305,147 @@ def _run(
         result.bins_dropped,
         settings.min_rows_per_bin,
     )
-    reports_dir = Path(settings.reports_dir)
     if not judged:
-        reason = (
-            f"no complete {settings.bin_size} bin with at least {settings.min_rows_per_bin} "
-            f"rows in the last {settings.window_days} days "
-            f"({sum(b['rows'] for b in state.bins.values())} rows in complete bins)"
-        )
-        log.warning("nothing to judge: %s", reason)
-        metrics.clear_all()
-        metrics.rows_analysed.set(0)
-        metrics.bins_judged.set(0)
-        metrics.latest_bin_timestamp.set(0)
-        _write_atomic(reports_dir / "latest.html", placeholder_html(now, reason))
+        _report_nothing_judged(settings, metrics, state, now)
         return result
 
-    validation = card.get("validation") or {}
-    ref_unknown = validation.get("unknown_tag_ratio")
-    reference = baseline_counts(baseline, bin_ns, categories)
-    j: Judgement = judge(
-        judged, reference, settings, None if ref_unknown is None else float(ref_unknown)
+    ref_unknown = (model.card.get("validation") or {}).get("unknown_tag_ratio")
+    j = _judge_bins(settings, model, judged, ref_unknown)
+    _record_judgement(settings, metrics, result, j, judged, ref_unknown)
+    _write_report(settings, result, j, judged, ref_unknown, now)
+    return result
+
+
+def _served_model(settings: DriftSettings) -> _ServedModel:
+    """Card, baseline and categories of the served version; the fingerprint keys the state."""
+    path = resolve_version(settings.models_dir, settings.model_version)
+    card = read_card(path)
+    baseline = load_baseline(path)
+    categories = tag_categories(baseline["top_tag"], settings.top_tags)
+    fp = fingerprint(
+        str(card.get("version")), _sha256(path / BASELINE_FILE), settings.bin_ns, categories
     )
+    return _ServedModel(card, baseline, categories, fp)
+
+
+def _update_counts(
+    settings: DriftSettings,
+    store: PredictionStore | None,
+    model: _ServedModel,
+    start_tb: int,
+    end_tb: int,
+) -> tuple[DriftState, int, int]:
+    """Add the store's new rows to the saved counts, keep the window's bins, save the state.
+
+    Returns the state, the ``seq`` read after and the number of new rows."""
+    own_store = store is None
+    # a reader: read-only, and a missing store is an error, never a new empty file
+    store = open_store(settings.store_url, readonly=True) if store is None else store
+    try:
+        identity = getattr(store, "identity", None)
+        state = load_state(settings.state_dir, model.fingerprint, identity() if identity else None)
+    except BaseException:
+        if own_store:
+            store.close()
+        raise
+    after_seq = state.last_seq
+    try:
+        new_rows, last_seq = _count_new_rows(settings, store, model, state, start_tb, end_tb)
+    finally:
+        if own_store:
+            store.close()
+    state.last_seq = last_seq
+    state.bins = {tb: b for tb, b in state.bins.items() if start_tb <= tb < end_tb}
+    save_state(settings.state_dir, state)
+    return state, after_seq, new_rows
+
+
+def _count_new_rows(
+    settings: DriftSettings,
+    store: PredictionStore,
+    model: _ServedModel,
+    state: DriftState,
+    start_tb: int,
+    end_tb: int,
+) -> tuple[int, int]:
+    """Merge the per-bin counts of rows after ``state.last_seq``: (rows read, last seq)."""
+    bin_ns = settings.bin_ns
+    new_rows, last_seq = 0, state.last_seq
+    chunks = read_new_rows(
+        store, start_tb * bin_ns, end_tb * bin_ns, state.last_seq, max(bin_ns, DAY_NS)
+    )
+    for df in chunks:
+        # each version against its own baseline: rows of other versions are not counted
+        mine = rows_of_version(df, str(model.card.get("version")), settings.models_dir)
+        merge(state.bins, count_rows(mine, bin_ns, model.categories))
+        new_rows += len(df)
+        last_seq = max(last_seq, int(df["seq"].max()))
+    return new_rows, last_seq
+
+
+def _report_nothing_judged(
+    settings: DriftSettings, metrics: DriftMetrics, state: DriftState, now: pd.Timestamp
+) -> None:
+    """No bin to judge: clear the lights and say why in latest.html, not a stale report."""
+    reason = (
+        f"no complete {settings.bin_size} bin with at least {settings.min_rows_per_bin} "
+        f"rows in the last {settings.window_days} days "
+        f"({sum(b['rows'] for b in state.bins.values())} rows in complete bins)"
+    )
+    log.warning("nothing to judge: %s", reason)
+    metrics.clear_all()
+    metrics.rows_analysed.set(0)
+    metrics.bins_judged.set(0)
+    metrics.latest_bin_timestamp.set(0)
+    _write_atomic(
+        Path(settings.reports_dir) / "latest.html", placeholder_html(now, reason, settings)
+    )
+
+
+def _judge_bins(
+    settings: DriftSettings, model: _ServedModel, judged: dict[int, Any], ref_unknown: Any
+) -> Judgement:
+    """popmon's judgement of the bins against the served model's baseline."""
+    reference = baseline_counts(model.baseline, settings.bin_ns, model.categories)
+    return judge(judged, reference, settings, None if ref_unknown is None else float(ref_unknown))
+
+
+def _record_judgement(
+    settings: DriftSettings,
+    metrics: DriftMetrics,
+    result: RunResult,
+    j: Judgement,
+    judged: dict[int, Any],
+    ref_unknown: Any,
+) -> None:
+    """The judgement into the run's result and the drift metrics."""
     result.rows_analysed = sum(b["rows"] for b in judged.values())
     result.bins_judged = len(judged)
     result.latest_bin = j.latest_bin
     result.statuses = j.statuses
     result.values = j.values
     metrics.set_statuses(j.statuses)
+    metrics.set_effects(effect_sizes(j, ref_unknown), thresholds(settings))
     metrics.rows_analysed.set(result.rows_analysed)
     metrics.bins_judged.set(result.bins_judged)
     metrics.latest_bin_timestamp.set(j.latest_bin.value / 1e9)
 
+
+def _write_report(
+    settings: DriftSettings,
+    result: RunResult,
+    j: Judgement,
+    judged: dict[int, Any],
+    ref_unknown: Any,
+    now: pd.Timestamp,
+) -> None:
+    """Today's report with tagwatch's summary, also as latest.html; one log line of lights."""
+    reports_dir = Path(settings.reports_dir)
     report = reports_dir / f"{now.date().isoformat()}.html"
-    html_text = j.html
+    html_text = add_summary(
+        j.html,
+        summary_section(settings, j, judged, None if ref_unknown is None else float(ref_unknown)),
+    )
     if settings.report_online and not settings.report_cdn:
         html_text = localize_links(html_text, install_assets(reports_dir))
     _write_atomic(report, html_text)
@@ -206,4 +463,3 @@ def _run(
         report,
         len(html_text) / 1024,
     )
-    return result

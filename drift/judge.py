@@ -44,12 +44,15 @@ def popmon_settings(settings: DriftSettings) -> Any:
         reference_type="external",
     )
     red, yellow = settings.red_max_prob_diff, settings.yellow_max_prob_diff
-    ps.monitoring.monitoring_rules = {JUDGED_STATISTIC: [red, yellow, -1.0, -1.0]}
-    ps.report.title = "tagwatch drift: stored questions against the model baseline"
+    # lower bounds 0: an effect size is never negative (never below 0: never a lower light),
+    # and the comparison charts' y axis then starts at 0 instead of at -1
+    ps.monitoring.monitoring_rules = {JUDGED_STATISTIC: [red, yellow, 0.0, 0.0]}
+    ps.report.title = "tagwatch drift: served questions against the held-out validation questions"
     ps.report.online_report = settings.report_online
     ps.report.extended_report = False
     # popmon 1.4 computes jsd and psi on raw counts (not probabilities): not shown, not used
-    ps.report.show_stats = ["mean", "ref_max_prob_diff"]
+    # n_green/n_yellow/n_red: the Alerts section's counts (it is blank without them)
+    ps.report.show_stats = ["mean", "ref_max_prob_diff", "n_green", "n_yellow", "n_red"]
     ps.report.section.histograms.plot_hist_n = 3
     ps.report.section.histograms.hist_names = ["heatmap_column_normalized"]
     return ps

@@ -34,6 +34,20 @@ class DriftMetrics:
             ["feature"],
             registry=registry,
         )
+        self.feature_effect_size = Gauge(
+            "tagwatch_drift_feature_effect_size",
+            "Measured effect size of the latest judged bin against the held-out validation "
+            "questions: largest change of one histogram bar's share (max_prob_diff); for "
+            "unknown_feedback_tags_ratio the rise of the unknown-tag share.",
+            ["feature"],
+            registry=registry,
+        )
+        self.feature_threshold = Gauge(
+            "tagwatch_drift_feature_threshold",
+            "Effect size from which the feature turns yellow or red (the rule).",
+            ["feature", "level"],
+            registry=registry,
+        )
         self.rows_analysed = Gauge(
             "tagwatch_drift_rows_analysed",
             "Predictions in the judged bins of the window at the last run.",
@@ -75,10 +89,31 @@ class DriftMetrics:
             else:
                 self.clear(feature)
 
+    def set_effects(
+        self, effects: Mapping[str, float], thresholds: Mapping[str, tuple[float, float]]
+    ) -> None:
+        """Effect size of each judged feature and its (yellow, red) thresholds."""
+        for feature in FEATURES:
+            if feature in effects:
+                self.feature_effect_size.labels(feature=feature).set(effects[feature])
+                yellow, red = thresholds[feature]
+                self.feature_threshold.labels(feature=feature, level="yellow").set(yellow)
+                self.feature_threshold.labels(feature=feature, level="red").set(red)
+            else:
+                self._clear_effects(feature)
+
+    def _clear_effects(self, feature: str) -> None:
+        with contextlib.suppress(KeyError):
+            self.feature_effect_size.remove(feature)
+        for level in ("yellow", "red"):
+            with contextlib.suppress(KeyError):
+                self.feature_threshold.remove(feature, level)
+
     def clear(self, feature: str) -> None:
         for gauge in (self.feature_status, self.feature_red_tests, self.feature_yellow_tests):
             with contextlib.suppress(KeyError):
                 gauge.remove(feature)
+        self._clear_effects(feature)
 
     def clear_all(self, features: Iterable[str] = FEATURES) -> None:
         for feature in features:

@@ -20,27 +20,69 @@ class DriftState:
     fingerprint: str
     last_seq: int = 0
     bins: dict[int, BinCounts] = field(default_factory=dict)
+    # which store the counts come from (SQLiteStore.identity): a store recreated under the
+    # state starts its seq again, and its rows would never be read
+    store_id: str | None = None
 
 
-def load_state(state_dir: Path, fingerprint: str) -> DriftState:
-    """The saved counts, or a fresh state (cold start) if none, unreadable or for other inputs."""
+BIN_INT_KEYS = ("rows", "fb_questions", "fb_tags", "fb_unknown")
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _check_bin(b: object) -> BinCounts:
+    """A bin of the saved file, checked: valid JSON of the wrong shape must not crash runs."""
+    if not isinstance(b, dict) or not all(_is_int(b.get(k)) for k in BIN_INT_KEYS):
+        raise TypeError("a bin is not {rows, fb_*: counts, hist}")
+    hist = b.get("hist")
+    if not isinstance(hist, dict) or not all(
+        isinstance(h, dict) and all(isinstance(k, str) and _is_int(n) for k, n in h.items())
+        for h in hist.values()
+    ):
+        raise TypeError("a bin's hist is not {feature: {key: count}}")
+    return b
+
+
+def load_state(state_dir: Path, fingerprint: str, store_id: str | None = None) -> DriftState:
+    """The saved counts, or a fresh state (cold start) if none, unreadable, of the wrong shape,
+    for other inputs or for another store."""
     path = Path(state_dir) / STATE_FILE
+    fresh = DriftState(fingerprint, store_id=store_id)
     if not path.is_file():
         log.info("no saved histograms in %s: cold start", path)
-        return DriftState(fingerprint)
+        return fresh
     try:
         raw = json.loads(path.read_text())
+        if not isinstance(raw, dict):
+            raise TypeError("not a JSON object")
+        fp, last_seq, bins = raw["fingerprint"], raw["last_seq"], raw["bins"]
+        saved_store = raw.get("store_id")
+        if not isinstance(fp, str) or not _is_int(last_seq) or not isinstance(bins, dict):
+            raise TypeError("fingerprint, last_seq or bins of the wrong type")
+        if saved_store is not None and not isinstance(saved_store, str):
+            raise TypeError("store_id is not a string")
         state = DriftState(
-            fingerprint=str(raw["fingerprint"]),
-            last_seq=int(raw["last_seq"]),
-            bins={int(k): v for k, v in raw["bins"].items()},
+            fingerprint=fp,
+            last_seq=last_seq,
+            bins={int(k): _check_bin(v) for k, v in bins.items()},
+            store_id=saved_store,
         )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         log.warning("%s: unreadable saved histograms (%s): cold start", path, exc)
-        return DriftState(fingerprint)
+        return fresh
     if state.fingerprint != fingerprint:
         log.info("%s: model, baseline or binning changed: cold start", path)
-        return DriftState(fingerprint)
+        return fresh
+    if store_id is not None and state.store_id != store_id:
+        log.warning(
+            "%s: saved for store %s, the store is now %s (recreated?): cold start",
+            path,
+            state.store_id or "(unknown)",
+            store_id,
+        )
+        return fresh
     return state
 
 
@@ -53,6 +95,7 @@ def save_state(state_dir: Path, state: DriftState) -> Path:
     payload = {
         "fingerprint": state.fingerprint,
         "last_seq": state.last_seq,
+        "store_id": state.store_id,
         "bins": {str(k): v for k, v in sorted(state.bins.items())},
     }
     tmp.write_text(json.dumps(payload, separators=(",", ":")))

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from exporter.settings import PredictorSettings
+from exporter.supervisor import Supervisor
 
 DEFAULT_MULTIPROC_DIR = Path("var/prometheus-multiproc")
 
 
-def gunicorn_argv(settings: PredictorSettings, app: str = "exporter.app:create_app()") -> list[str]:
+def gunicorn_argv(
+    settings: PredictorSettings, app: str = "exporter.app:create_app()", bind: str | None = None
+) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -25,9 +30,10 @@ def gunicorn_argv(settings: PredictorSettings, app: str = "exporter.app:create_a
         "--workers",
         str(settings.workers),
         "--bind",
-        f"{settings.host}:{settings.port}",
+        bind or f"{settings.host}:{settings.port}",
         "--log-level",
         settings.log_level.lower(),
+        *(["--max-requests", str(settings.max_requests)] if settings.max_requests else []),
         app,
     ]
 
@@ -41,6 +47,21 @@ def prepare_multiproc_dir(path: Path) -> Path:
     return path
 
 
+def _start_proxy(settings: PredictorSettings, multiproc: Path) -> str | None:
+    """Start nginx on host:port (see exporter/proxy.py); gunicorn's bind, or None without it."""
+    from exporter import proxy
+
+    nginx = proxy.nginx_binary(settings)
+    if nginx is None:
+        return None
+    runtime = settings.proxy_dir or multiproc.parent / f"predictor-proxy-{settings.port}"
+    if len(str(runtime.resolve())) > 80:  # a unix socket path is at most 107 bytes
+        # one folder per port (wiped at each start): no leftovers pile up
+        runtime = Path(tempfile.gettempdir()) / f"tagwatch-proxy-{os.getuid()}-{settings.port}"
+    runtime = proxy.prepare_runtime_dir(runtime)
+    return f"unix:{proxy.start_nginx(nginx, settings, runtime)}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m exporter")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,14 +70,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = PredictorSettings()
+    if importlib.util.find_spec("gunicorn") is None:
+        print(
+            f"error: gunicorn is not installed for {sys.executable}: run the predictor from the "
+            "project's virtualenv (.venv/bin/python -m exporter serve, or make serve)",
+            file=sys.stderr,
+        )
+        return 2
     multiproc = prepare_multiproc_dir(settings.multiproc_dir or DEFAULT_MULTIPROC_DIR)
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(multiproc))
-    argv_ = gunicorn_argv(settings, args.app)
+    try:
+        bind = _start_proxy(settings, multiproc)
+    except (OSError, RuntimeError) as exc:
+        print(f"error: cannot start the proxy: {exc}", file=sys.stderr)
+        return 2
+    argv_ = gunicorn_argv(settings, args.app, bind)
     logging.getLogger("exporter").info(
-        "serving on http://%s:%s with %d workers", settings.host, settings.port, settings.workers
+        "serving on http://%s:%s with %d workers%s",
+        settings.host,
+        settings.port,
+        settings.workers,
+        " behind nginx" if bind else " (no proxy: slow clients can hold workers)",
     )
-    os.execvpe(argv_[0], argv_, env)
-    return 0  # not reached
+    # gunicorn runs as a child of the supervisor, which follows the champion (supervisor.py)
+    return Supervisor(settings.model_copy(update={"multiproc_dir": multiproc}), argv_, env).run()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -13,8 +14,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.multiprocess import MultiProcessCollector
 from werkzeug.exceptions import HTTPException
 
-from exporter.metrics import NoMetrics, PredictorMetrics
+from exporter.metrics import NoMetrics, PredictorMetrics, SupervisorCollector
+from exporter.openapi import load_openapi
 from exporter.settings import PredictorSettings
+from exporter.signing import SecretError, check_bearer, check_signature, read_secret
+from exporter.supervisor import read_status
 from exporter.validation import ApiError, FeedbackRequest, parse_feedback, parse_predict
 from store import (
     FeedbackRecord,
@@ -24,6 +28,7 @@ from store import (
     WriteBehindStore,
     new_prediction_id,
     open_store,
+    spool_dir_for,
 )
 from tagger.artefact import Artefact, ArtefactError, load_artefact
 from tagger.metrics import coverage, jaccard
@@ -31,6 +36,9 @@ from tagger.metrics import coverage, jaccard
 log = logging.getLogger("exporter")
 bp = Blueprint("predictor", __name__)
 FEEDBACK_RETRY_SECONDS = 0.1
+RETRY_AFTER_SECONDS = 2  # sent with every 503: the store retries writes at least this often
+# a request thread waits this long for another writer's lock; the store's writer thread 1 s
+REQUEST_BUSY_TIMEOUT_SECONDS = 0.02
 
 
 @dataclass
@@ -45,6 +53,10 @@ class Services:
     store: PredictionStore | None
     store_error: str | None
     vocabulary: frozenset[str]
+    # credentials for GET /predictions/<id> (exporter/signing.py); None: that way is closed
+    api_token: str | None = None
+    link_secret: str | None = None
+    writer: WriteBehindStore | None = None  # the same object as ``store``: backlog, health
 
 
 def _services() -> Services:
@@ -55,9 +67,16 @@ def _services() -> Services:
 def _json_body() -> Any:
     if not request.is_json:
         raise ApiError(415, "expected Content-Type: application/json")
-    payload = request.get_json(silent=True)
-    if payload is None:
-        raise ApiError(400, "the request body is not valid JSON")
+    try:
+        # a malformed chunked body or a client gone mid-body surfaces here, as an OSError
+        data = request.get_data(cache=True)
+    except OSError as exc:
+        raise ApiError(400, "the request body could not be read (malformed or incomplete)") from exc
+    try:
+        payload = json.loads(data)
+    except (ValueError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser's stack (e.g. 1,000 brackets)
+        raise ApiError(400, "the request body is not valid JSON (or nested too deeply)") from None
     return payload
 
 
@@ -120,6 +139,9 @@ def feedback() -> tuple[Response, int]:
 def _record_feedback(s: Services, store: PredictionStore, req: FeedbackRequest) -> dict[str, Any]:
     """Score and store feedback once; the same feedback again is acknowledged, not counted."""
     prediction = store.get_prediction(req.prediction_id)
+    if prediction is None and s.writer is not None and (problem := s.writer.problem()):
+        # another worker may hold it queued: the store, not the id, is the problem (503)
+        raise StoreError(f"prediction not found while the store is failing ({problem})")
     if prediction is None:
         # another worker may have served it a moment ago and not yet written it
         time.sleep(FEEDBACK_RETRY_SECONDS)
@@ -144,10 +166,9 @@ def _record_feedback(s: Services, store: PredictionStore, req: FeedbackRequest) 
         if previous is None:
             raise StoreError("feedback neither inserted nor found")
     if sorted(previous.tags) != sorted(req.tags):
+        # never echo the stored tags: they are someone else's feedback
         raise ApiError(
-            409,
-            f"prediction {req.prediction_id} already has different feedback: {previous.tags}",
-            "tags",
+            409, f"prediction {req.prediction_id} already has different feedback", "tags"
         )
     s.metrics.observe_duplicate_feedback()
     return {"coverage": previous.coverage, "jaccard": previous.jaccard, "duplicate": True}
@@ -157,6 +178,7 @@ def _record_feedback(s: Services, store: PredictionStore, req: FeedbackRequest) 
 def prediction(prediction_id: str) -> tuple[Response, int]:
     """One stored question with its prediction and feedback: the target of links in emails."""
     s = _services()
+    _authorize_read(s, prediction_id)
     if s.store is None:
         raise ApiError(503, "the prediction store is disabled")
     try:
@@ -185,6 +207,31 @@ def prediction(prediction_id: str) -> tuple[Response, int]:
     return jsonify(body), 200
 
 
+def _authorize_read(s: Services, prediction_id: str) -> None:
+    """A bearer token or a signed, unexpired link; else 401 (stored questions are user data)."""
+    if s.api_token is None and s.link_secret is None:
+        raise ApiError(
+            403,
+            "reading stored questions is disabled: set TAGWATCH_API_TOKEN_FILE "
+            "or TAGWATCH_LINK_SECRET_FILE",
+        )
+    if s.api_token is not None and check_bearer(s.api_token, request.headers.get("Authorization")):
+        return
+    expires, signature = request.args.get("expires"), request.args.get("signature")
+    if expires is not None and signature is not None and s.link_secret is not None:
+        problem = check_signature(s.link_secret, prediction_id, expires, signature)
+        if problem is None:
+            return
+        raise ApiError(403, problem)
+    raise ApiError(401, "a bearer token (Authorization: Bearer ...) or a signed link is needed")
+
+
+@bp.get("/openapi.json")
+def openapi() -> tuple[Response, int]:
+    """The API description (exporter/openapi.yaml), for clients and the fuzz tests."""
+    return jsonify(load_openapi()), 200
+
+
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
     return jsonify({"status": "ok"}), 200
@@ -198,6 +245,8 @@ def readyz() -> tuple[Response, int]:
         problems.append(f"model: {s.artefact_error}")
     if s.store is None and s.settings.store_enabled:
         problems.append(f"store: {s.store_error}")
+    elif s.writer is not None and (problem := s.writer.problem()) is not None:
+        problems.append(f"store: {problem}")  # the real outcome of the latest writes
     elif s.store is not None:
         try:
             s.store.check_writable()
@@ -213,14 +262,19 @@ def readyz() -> tuple[Response, int]:
 def metrics() -> Response:
     s = _services()
     s.metrics.flush()  # this worker's queued observations; the others flush on their own
+    if s.writer is not None:
+        s.metrics.set_store_backlog(*s.writer.backlog())
     if s.settings.multiproc_dir is not None:
         # under gunicorn each worker writes its own files; totals are summed at read time
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(s.settings.multiproc_dir))
+        if s.settings.metrics_enabled:
+            path = s.settings.multiproc_dir
+            registry.register(SupervisorCollector(lambda: read_status(path)))
         data = generate_latest(registry)
     else:
         data = generate_latest(s.registry)
-    return Response(data, mimetype=CONTENT_TYPE_LATEST)
+    return Response(data, content_type=CONTENT_TYPE_LATEST)  # mimetype= would add a 2nd charset
 
 
 _ENDPOINT_LABELS = {
@@ -250,7 +304,10 @@ def _after(response: Response) -> Response:
 def _api_error(exc: ApiError) -> tuple[Response, int]:
     if exc.status >= 500:
         log.warning("%s %s: %s", request.method, request.path, exc.message)
-    return jsonify(exc.to_json()), exc.status
+    response = jsonify(exc.to_json())
+    if exc.status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response, exc.status
 
 
 def _http_error(exc: HTTPException) -> tuple[Response, int]:
@@ -269,8 +326,13 @@ def _unexpected(exc: Exception) -> tuple[Response, int]:
 def _load_services(settings: PredictorSettings, registry: CollectorRegistry) -> Services:
     artefact: Artefact | None = None
     artefact_error = None
+    # under the supervisor, the version it vetted (models/LATEST may name one being checked)
+    status = read_status(settings.multiproc_dir)
+    version = settings.model_version
+    if version == "latest" and status is not None and status.served:
+        version = status.served
     try:
-        artefact = load_artefact(settings.models_dir, settings.model_version)
+        artefact = load_artefact(settings.models_dir, version)
     except ArtefactError as exc:
         artefact_error = str(exc)
         log.error("model not loaded: %s", exc)
@@ -284,23 +346,58 @@ def _load_services(settings: PredictorSettings, registry: CollectorRegistry) -> 
             metrics.start_flusher(settings.metrics_flush_seconds)
     if artefact is not None:
         metrics.set_model(artefact.card)
+        # the registry version the supervisor synced this artefact from (0: a local model)
+        if status is not None:
+            metrics.set_registry_version(status.registry_versions.get(artefact.version, 0))
 
     def on_store_error(exc: Exception) -> None:
-        log.error("store: write failed, rows kept queued and retried: %s", exc)
+        log.error("store: %s (rows kept queued and spooled, retried)", exc)
         metrics.observe_store_error()
 
     store: PredictionStore | None = None
+    writer: WriteBehindStore | None = None
     store_error = None
     if settings.store_enabled:
+        url = settings.store_url
+
+        def opener() -> PredictionStore:
+            return open_store(
+                url,
+                timeout_seconds=0.5,
+                busy_timeout_seconds=REQUEST_BUSY_TIMEOUT_SECONDS,
+                guard_read_only=True,
+            )
+
         try:
-            store = WriteBehindStore(open_store(settings.store_url), on_error=on_store_error)
-            atexit.register(store.close)  # flush queued rows when the worker exits
+            # a store that cannot be opened now (missing, unwritable) is retried in the
+            # background; rows are queued and spooled meanwhile, /readyz says why
+            store = writer = WriteBehindStore(
+                opener=opener,
+                on_error=on_store_error,
+                spool_dir=settings.store_spool_dir or spool_dir_for(url),
+                on_dead_letter=metrics.observe_dead_letters,
+                on_recovered=metrics.observe_recovered_rows,
+                on_backlog=metrics.set_store_backlog,
+            )
+            atexit.register(writer.close)  # flush queued rows when the worker exits
         except StoreError as exc:
             store_error = str(exc)
             log.error("store not opened: %s", exc)
     else:
         store_error = "disabled"
+    secrets: dict[str, str | None] = {}
+    for name, path in (
+        ("api_token", settings.api_token_file),
+        ("link_secret", settings.link_secret_file),
+    ):
+        try:
+            secrets[name] = read_secret(path, f"TAGWATCH_{name.upper()}_FILE")
+        except SecretError as exc:
+            secrets[name] = None
+            log.error("%s: reading stored questions that way is disabled", exc)
     return Services(
+        api_token=secrets["api_token"],
+        link_secret=secrets["link_secret"],
         settings=settings,
         registry=registry,
         metrics=metrics,
@@ -309,6 +406,7 @@ def _load_services(settings: PredictorSettings, registry: CollectorRegistry) -> 
         store=store,
         store_error=store_error,
         vocabulary=frozenset(tags),
+        writer=writer,
     )
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 ENDPOINTS = ("predict", "feedback", "prediction", "metrics", "healthz", "readyz", "other")
 RATIO_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -170,6 +172,34 @@ class PredictorMetrics:
         self.store_errors = Counter(
             "tagwatch_store_errors", "Failed writes or reads of the prediction store.", registry=r
         )
+        self.store_queue_rows = Gauge(
+            "tagwatch_store_queue_rows",
+            "Served predictions not yet written to the store (kept in memory and the spool).",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.store_oldest_unwritten_age = Gauge(
+            "tagwatch_store_oldest_unwritten_age_seconds",
+            "Age of the oldest prediction not yet written to the store (0 when none).",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.store_dead_letters = Counter(
+            "tagwatch_store_dead_letter_rows",
+            "Predictions the database refused, set aside in the dead-letter file.",
+            registry=r,
+        )
+        self.store_recovered = Counter(
+            "tagwatch_store_recovered_rows",
+            "Predictions replayed from the spool of a worker that died before writing them.",
+            registry=r,
+        )
+        self.registry_version = Gauge(
+            "tagwatch_model_registry_version",
+            "Registry version (models:/tagwatch/N) of the model served; 0 when not from it.",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
         # every vocabulary tag exists from the start (rates are never absent), and labelled
         # children are looked up once: ``labels()`` costs more than the increment itself
         self._tag_children = {tag: self.predicted_tags.labels(tag=tag) for tag in tags}
@@ -186,6 +216,9 @@ class PredictorMetrics:
         self.validation_jaccard.set(float(validation.get("jaccard", 0.0)))
         self.validation_coverage.set(float(validation.get("coverage", 0.0)))
         self.validation_unknown_tags.set(float(validation.get("unknown_tag_ratio", 0.0)))
+
+    def set_registry_version(self, version: int) -> None:
+        self.registry_version.set(version)
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self._requests_pending.append((endpoint, status, seconds))
@@ -289,6 +322,16 @@ class PredictorMetrics:
     def observe_store_error(self) -> None:
         self.store_errors.inc()
 
+    def set_store_backlog(self, rows: int, oldest_age_seconds: float) -> None:
+        self.store_queue_rows.set(rows)
+        self.store_oldest_unwritten_age.set(oldest_age_seconds)
+
+    def observe_dead_letters(self, n: int) -> None:
+        self.store_dead_letters.inc(n)
+
+    def observe_recovered_rows(self, n: int) -> None:
+        self.store_recovered.inc(n)
+
 
 class NoMetrics(PredictorMetrics):
     """Instrumentation off (``TAGWATCH_METRICS_ENABLED=false``): for overhead benchmarks."""
@@ -297,6 +340,9 @@ class NoMetrics(PredictorMetrics):
         pass
 
     def set_model(self, card: dict[str, Any]) -> None:
+        pass
+
+    def set_registry_version(self, version: int) -> None:
         pass
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
@@ -323,3 +369,49 @@ class NoMetrics(PredictorMetrics):
 
     def observe_store_error(self) -> None:
         pass
+
+    def set_store_backlog(self, rows: int, oldest_age_seconds: float) -> None:
+        pass
+
+    def observe_dead_letters(self, n: int) -> None:
+        pass
+
+    def observe_recovered_rows(self, n: int) -> None:
+        pass
+
+
+class SupervisorCollector(Collector):
+    """The supervisor's counters (exporter/supervisor.py), read from its status file at scrape.
+
+    The supervisor is not a gunicorn worker and keeps prometheus_client out of its process: it
+    writes ``supervisor.json`` in the multiprocess folder, and whichever worker answers
+    /metrics reports it.
+    """
+
+    def __init__(self, read_status: Any) -> None:
+        self._read_status = read_status
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._read_status()
+        if status is None:
+            return
+        errors = CounterMetricFamily(
+            "tagwatch_model_registry_errors",
+            "Failed syncs with the model registry (MLflow unreachable): the cached model served.",
+        )
+        errors.add_metric([], float(status.registry_errors))
+        yield errors
+        last = GaugeMetricFamily(
+            "tagwatch_model_registry_last_sync_timestamp_seconds",
+            "Time of the last successful sync with the model registry (0: never).",
+        )
+        last.add_metric([], float(status.last_sync_timestamp))
+        yield last
+        swaps = CounterMetricFamily(
+            "tagwatch_model_swaps",
+            "Model changes rolled onto the workers (done) or refused (the model did not load).",
+            labels=["outcome"],
+        )
+        for outcome in ("done", "refused"):
+            swaps.add_metric([outcome], float(status.swaps.get(outcome, 0)))
+        yield swaps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 
@@ -20,7 +21,26 @@ class PredictorSettings(TagwatchSettings):
     metrics_enabled: bool = True
     metrics_flush_seconds: float = Field(default=1.0, gt=0)
     store_enabled: bool = True
+    # rows acknowledged but not yet in the store; default: <store file>-spool/ beside it
+    store_spool_dir: Path | None = None
+    # gunicorn restarts a worker after this many requests (0: never)
+    max_requests: int = Field(default=0, ge=0)
     log_level: str = "INFO"
+    # serving the registry's champion (exporter/supervisor.py): false = models/LATEST only
+    follow_registry: bool = True
+    # a promotion is served within 60 s: one poll interval plus the swap (~2–15 s)
+    model_poll_seconds: float = Field(default=30.0, gt=0)
+    model_sync_timeout_seconds: float = Field(default=20.0, ge=0)
+    model_swap_timeout_seconds: float = Field(default=120.0, gt=0)
+    # nginx in front of gunicorn absorbs slow clients (exporter/proxy.py): auto = when installed
+    proxy: Literal["auto", "nginx", "none"] = "auto"
+    nginx_bin: str = "nginx"
+    proxy_client_timeout_seconds: float = Field(default=10.0, gt=0)
+    proxy_dir: Path | None = None
+    # GET /predictions/<id> needs this bearer token or a link signed with the link secret
+    # (exporter/signing.py); both are read from files (secrets), never from the environment
+    api_token_file: Path | None = None
+    link_secret_file: Path | None = None
     multiproc_dir: Path | None = Field(
         default=None,
         validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "TAGWATCH_MULTIPROC_DIR"),

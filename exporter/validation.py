@@ -39,6 +39,17 @@ class FeedbackRequest:
     tags: list[str]
 
 
+def _check_text(value: str, field: str) -> None:
+    """Text the store can keep: no lone surrogate (not encodable as UTF-8: SQLite refuses the
+    row) and no NUL (truncates text in many tools). One C-speed pass each."""
+    if "\x00" in value:
+        raise ApiError(400, f"{field} contains a NUL character", field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, f"{field} contains invalid Unicode (a lone surrogate)", field) from None
+
+
 def _object(payload: Any, allowed: set[str]) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise ApiError(400, "the JSON body must be an object")
@@ -59,6 +70,7 @@ def parse_predict(payload: Any, max_title_chars: int, max_body_bytes: int) -> Pr
         raise ApiError(400, "title must not be empty", "title")
     if len(title) > max_title_chars:
         raise ApiError(413, f"title is longer than {max_title_chars} characters", "title")
+    _check_text(title, "title")
     body = data.get("body", "")
     if body is None:
         body = ""
@@ -66,12 +78,14 @@ def parse_predict(payload: Any, max_title_chars: int, max_body_bytes: int) -> Pr
         raise ApiError(400, "body must be a string", "body")
     if len(body.encode("utf-8", "surrogatepass")) > max_body_bytes:
         raise ApiError(413, f"body is larger than {max_body_bytes} bytes", "body")
+    _check_text(body, "body")
     url = data.get("url")
     if url is not None:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ApiError(400, "url must be an http(s) URL string", "url")
         if len(url) > MAX_URL_CHARS:
             raise ApiError(400, f"url is longer than {MAX_URL_CHARS} characters", "url")
+        _check_text(url, "url")
     return PredictRequest(title=title, body=body, url=url)
 
 
@@ -82,6 +96,7 @@ def parse_feedback(payload: Any) -> FeedbackRequest:
         raise ApiError(400, "missing field: prediction_id", "prediction_id")
     if not isinstance(pid, str) or not pid.strip():
         raise ApiError(400, "prediction_id must be a non-empty string", "prediction_id")
+    _check_text(pid, "prediction_id")
     tags = data.get("tags")
     if tags is None:
         raise ApiError(400, "missing field: tags", "tags")
@@ -95,6 +110,7 @@ def parse_feedback(payload: Any) -> FeedbackRequest:
             raise ApiError(400, "tags must be a non-empty list of non-empty strings", "tags")
         if len(tag) > MAX_TAG_CHARS:
             raise ApiError(400, f"a tag is longer than {MAX_TAG_CHARS} characters", "tags")
+        _check_text(tag, "tags")
         norm = tag.strip().lower()
         if norm not in clean:
             clean.append(norm)

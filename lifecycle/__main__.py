@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import sys
 from collections.abc import Sequence
+
+from pydantic import ValidationError
 
 from lifecycle.settings import LifecycleSettings
 
@@ -28,9 +31,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         add(p)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = LifecycleSettings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            field = "TAGWATCH_" + "_".join(str(p) for p in err["loc"]).upper()
+            print(f"error: {field}: {err['msg']}", file=sys.stderr)
+        return 2
     module = importlib.import_module(COMMANDS[args.command][0])
     run = getattr(module, f"run_{args.command}", None) or module.run
-    return int(run(args, LifecycleSettings()))
+    return int(run(args, settings))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make demo`: the local stack in demo mode, then a replay of real questions — a few hundred
 # from late 2011 (the training period: all green), then 2019-2020 (real data and concept drift).
-# Ends when the drift and quality alert emails are in the sink (var/mail), or after a timeout,
-# then sends the weekly summary once and lists the mails.
+# Ends when the drift and quality alert emails are in the sink (var/demo/mail), or after a
+# timeout, then sends the weekly summary once (var/demo/reports/weekly) and lists the mails.
+# The drift bins are one minute long: the 2011 questions are sent alone in one minute, the
+# 2019-2020 ones from the next, so that no bin mixes the two periods.
 set -euo pipefail
 export TAGWATCH_DEMO=1
 source "$(dirname "${BASH_SOURCE[0]}")/stack-env.sh"
@@ -20,10 +22,16 @@ esac
 "$STACK_ROOT/scripts/up.sh"
 start_mails=0
 
+next_minute() {  # wait for the start of the next wall-clock minute (a new 1-minute drift bin)
+  sleep $((60 - $(date -u +%-S) + 1))
+}
+
 echo
-echo "== 1/3 replay: late 2011, the model's own period (expect green) =="
+echo "== 1/3 replay: late 2011, the model's own period, alone in its 1-minute bin (expect green) =="
+next_minute
 python -m exporter.replay --since 2011-10-01 --until 2012-01-01 --limit "${DEMO_EARLY:-300}" \
   --speed 86400 --max-gap 0.5 --rate "$RATE" --feedback-delay 2
+next_minute
 echo
 echo "== 2/3 replay: 2019-2020 (expect data drift, concept drift, lower quality) =="
 python -m exporter.replay --since 2019-01-01 --every "${DEMO_EVERY:-4}" \
@@ -60,15 +68,42 @@ print("drift and quality alert emails received")
 PY
 
 echo
+echo "== the retrain: fired by the alerts through Alertmanager's webhook (or now, by hand) =="
+# the lifecycle service retrains when DataDriftDetected / JaccardLow reach its webhook; its
+# summary line holds the Jaccard of the 2011 champion and of the challenger on the same, latest
+# labelled questions (before -> after)
+if ! python - "http://127.0.0.1:${STACK_PORT_LIFECYCLE:-8003}" "${DEMO_RETRAIN_WAIT:-180}" <<'PY'
+import json, sys, time, urllib.request
+url, deadline = sys.argv[1], time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    try:
+        health = json.load(urllib.request.urlopen(f"{url}/healthz", timeout=5))
+    except OSError:
+        health = {}
+    last = health.get("last") or {}
+    if last.get("line") and not health.get("retrain_running"):
+        print(f"retrain fired by {last.get('source')}:\n  {last['line']}")
+        sys.exit(0)
+    time.sleep(5)
+print("no retrain from the webhook yet: retraining now")
+sys.exit(1)
+PY
+then
+  python -m lifecycle retrain || echo "retrain did not promote: see its line above"
+fi
+
+echo
 echo "== weekly summary (sent once now) =="
 TAGWATCH_REPORTS_DIR="$STACK_REPORTS/weekly" python -m alerting run-once || echo "weekly summary failed: see above"
 echo
 print_urls
-cat <<'NEXT'
+cat <<NEXT
 What to look at:
-  - Prometheus alerts: http://127.0.0.1:9090/alerts (DataDriftDetected, JaccardLow, ...)
-  - the emails: ls var/demo/mail; each .eml opens in a mail client (or less)
-  - the drift report: http://127.0.0.1:8001/reports/latest.html (2019-2020 bins in red)
-  - the weekly summary: var/demo/reports/weekly/
-`make down` stops the stack; var/demo keeps the demo's store, mails and reports.
+  - Prometheus alerts: $(stack_page_url "$STACK_PORT_PROMETHEUS" /alerts) (DataDriftDetected, JaccardLow, ...)
+  - the emails: ls ${STACK_VAR#"$STACK_ROOT"/}/mail; each .eml opens in a mail client (or less)
+  - the drift report: http://127.0.0.1:$STACK_PORT_DRIFT/reports/latest.html (Summary: effect
+    size per feature; the 2011 bin green or nearly, the 2019-2020 bins red)
+  - the weekly summary: ${STACK_REPORTS#"$STACK_ROOT"/}/weekly/
+  - the runbook: http://127.0.0.1:$STACK_PORT_DRIFT/docs/runbook.md
+\`make down\` stops the stack; ${STACK_VAR#"$STACK_ROOT"/} keeps the demo's store, mails and reports.
 NEXT

@@ -19,7 +19,8 @@ route() {  # route EXPECTED_RECEIVER LABEL=VALUE...
   echo "routing: $* -> $expected"
 }
 route email-critical alertname=PredictorDown severity=critical job=predictor
-route email-warning alertname=DataDriftDetected severity=warning job=drift
+route lifecycle,email-warning alertname=DataDriftDetected severity=warning job=drift
+route email-warning alertname=DriftJobFailing severity=warning job=drift
 route null alertname=Whatever severity=info job=predictor
 route email-warning alertname=Unlabelled
 

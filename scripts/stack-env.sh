@@ -18,21 +18,47 @@ export PATH="$VENV/bin:$PATH"
 export TAGWATCH_HOST="${TAGWATCH_HOST:-127.0.0.1}"
 export TAGWATCH_MODELS_DIR="${TAGWATCH_MODELS_DIR:-$STACK_ROOT/models}"
 export TAGWATCH_STORE_URL="${TAGWATCH_STORE_URL:-sqlite:///$STACK_VAR/tagwatch.sqlite3}"
+# MLflow tracking + registry: the processes use the SQLite store directly (no server needed);
+# the Procfile's `mlflow server` is the UI on the same store
+export TAGWATCH_MLFLOW_TRACKING_URI="${TAGWATCH_MLFLOW_TRACKING_URI:-sqlite:///$STACK_VAR/mlflow/mlflow.db}"
+export TAGWATCH_MLFLOW_ARTIFACTS_DIR="${TAGWATCH_MLFLOW_ARTIFACTS_DIR:-$STACK_VAR/mlflow/artifacts}"
 export TAGWATCH_STATE_DIR="${TAGWATCH_STATE_DIR:-$STACK_VAR/drift}"
-export TAGWATCH_PROMETHEUS_CONFIG="${TAGWATCH_PROMETHEUS_CONFIG:-$STACK_ROOT/prometheus/prometheus.yml}"
 # Alertmanager's rendered config lives in var/; its templates stay in the repository.
 export TAGWATCH_ALERTMANAGER_TEMPLATES="${TAGWATCH_ALERTMANAGER_TEMPLATES:-$STACK_ROOT/alertmanager/templates/*.tmpl}"
 
-# name|url that answers 200 when the process is up
-STACK_CHECKS=(
-  "predictor|http://127.0.0.1:8000/readyz"
-  "drift|http://127.0.0.1:8001/healthz"
-  "weekly|http://127.0.0.1:8002/metrics"
-  "prometheus|http://127.0.0.1:9090/-/ready"
-  "alertmanager|http://127.0.0.1:9093/-/ready"
-  "mailsink|smtp://127.0.0.1:1025"
-)
-STACK_PORTS=(8000 8001 8002 9090 9093 1025)
+# --- services and ports: scripts/services.conf is the one place (see its header) -------------
+STACK_SERVICES_FILE="${STACK_SERVICES_FILE:-$STACK_ROOT/scripts/services.conf}"
+export STACK_SERVICES_FILE
+STACK_SERVICES=()  # "name|port|ready|scrape|show|what", ports after the environment's overrides
+STACK_CHECKS=()    # "name|url that answers 200 (or smtp://host:port) when the process is up"
+STACK_PORTS=()
+while read -r _name _port _ready _scrape _show _what; do
+  case "$_name" in ''|'#'*) continue ;; esac
+  _var="STACK_PORT_$(echo "$_name" | tr 'a-z-' 'A-Z_')"
+  _port="${!_var:-$_port}"
+  export "$_var=$_port"
+  STACK_SERVICES+=("$_name|$_port|$_ready|$_scrape|$_show|$_what")
+  STACK_PORTS+=("$_port")
+  case "$_ready" in
+    -) ;;
+    smtp) STACK_CHECKS+=("$_name|smtp://127.0.0.1:$_port") ;;
+    *) STACK_CHECKS+=("$_name|http://127.0.0.1:$_port$_ready") ;;
+  esac
+done < "$STACK_SERVICES_FILE"
+unset _name _port _ready _scrape _show _what _var
+
+# settings derived from the ports (every process reads its own TAGWATCH_* values)
+export TAGWATCH_SMTP_HOST="${TAGWATCH_SMTP_HOST:-127.0.0.1}"
+export TAGWATCH_SMTP_PORT="${TAGWATCH_SMTP_PORT:-$STACK_PORT_MAILSINK}"
+export TAGWATCH_WEEKLY_PORT="${TAGWATCH_WEEKLY_PORT:-$STACK_PORT_WEEKLY}"
+export TAGWATCH_PREDICTOR_URL="${TAGWATCH_PREDICTOR_URL:-http://127.0.0.1:$STACK_PORT_PREDICTOR}"
+export TAGWATCH_PROMETHEUS_URL="${TAGWATCH_PROMETHEUS_URL:-http://127.0.0.1:$STACK_PORT_PROMETHEUS}"
+export TAGWATCH_DRIFT_REPORT_URL="${TAGWATCH_DRIFT_REPORT_URL:-http://127.0.0.1:$STACK_PORT_DRIFT/reports/latest.html}"
+# the runbook is served rendered by the drift process (/docs/runbook.md#<alert>)
+export TAGWATCH_RUNBOOK_BASE_URL="${TAGWATCH_RUNBOOK_BASE_URL:-http://127.0.0.1:$STACK_PORT_DRIFT}"
+# no Grafana in the local stack, and Debian's Alertmanager has no web UI: emails link neither
+export TAGWATCH_GRAFANA_URL="${TAGWATCH_GRAFANA_URL-}"
+export TAGWATCH_ALERTMANAGER_URL="${TAGWATCH_ALERTMANAGER_URL-}"
 
 stack_running() {  # [pid file]
   local pid_file="${1:-$STACK_PID_FILE}"
@@ -41,17 +67,38 @@ stack_running() {  # [pid file]
 
 # the pid files of both kinds of stack (normal and demo)
 STACK_PID_FILES=("$STACK_ROOT/var/run/stack.pid" "$STACK_ROOT/var/demo/run/stack.pid")
+case " ${STACK_PID_FILES[*]} " in
+  *" $STACK_PID_FILE "*) ;;
+  *) STACK_PID_FILES=("$STACK_PID_FILE" "${STACK_PID_FILES[@]}") ;;  # a STACK_VAR elsewhere
+esac
+
+# the URL of a service's page: Debian's Prometheus 2.x has no React UI, only /classic/<page>
+stack_page_url() {  # port path
+  local url="http://127.0.0.1:$1$2"
+  if [ "$2" != / ] && ! python - "$url" <<'PY' 2>/dev/null; then
+import sys, urllib.request
+urllib.request.urlopen(sys.argv[1], timeout=2)
+PY
+    if python - "http://127.0.0.1:$1/classic$2" <<'PY' 2>/dev/null; then
+import sys, urllib.request
+urllib.request.urlopen(sys.argv[1], timeout=2)
+PY
+      url="http://127.0.0.1:$1/classic$2"
+    fi
+  fi
+  echo "$url"
+}
 
 print_urls() {
-  cat <<URLS
-tagwatch local stack (state: $STACK_VAR, logs: $STACK_LOG, mail: $STACK_VAR/mail/*.eml)
-  predictor      http://127.0.0.1:8000   (POST /predict, /feedback; /metrics)
-  drift report   http://127.0.0.1:8001/reports/latest.html
-  drift metrics  http://127.0.0.1:8001/metrics
-  weekly job     http://127.0.0.1:8002/metrics
-  Prometheus     http://127.0.0.1:9090/alerts
-  Alertmanager   http://127.0.0.1:9093
-  SMTP sink      127.0.0.1:1025 -> $STACK_VAR/mail/
-  Grafana        only with Docker: docker compose up -d, then http://localhost:3000
-URLS
+  local entry name port ready scrape show what
+  echo "tagwatch local stack (state: $STACK_VAR, logs: $STACK_LOG, mail: $STACK_VAR/mail/*.eml)"
+  for entry in "${STACK_SERVICES[@]}"; do
+    IFS='|' read -r name port ready scrape show what <<<"$entry"
+    if [ "$show" = - ]; then
+      printf '  %-13s %-45s %s\n' "$name" "127.0.0.1:$port" "${what//\$STACK_VAR/$STACK_VAR}"
+    else
+      printf '  %-13s %-45s %s\n' "$name" "$(stack_page_url "$port" "$show")" "$what"
+    fi
+  done
+  echo "  Grafana       only with Docker: docker compose up -d, then http://localhost:3000"
 }

@@ -8,10 +8,11 @@ from store.records import (
     FeedbackRecord,
     PredictionRecord,
     PredictionStore,
+    RowRejected,
     StoreError,
     new_prediction_id,
 )
-from store.sqlite import SCHEMA, SQLiteStore, open_store
+from store.sqlite import SCHEMA, SQLiteStore, open_store, spool_dir_for
 from store.writebehind import WriteBehindStore
 
 __all__ = [
@@ -19,9 +20,11 @@ __all__ = [
     "FeedbackRecord",
     "PredictionRecord",
     "PredictionStore",
+    "RowRejected",
     "SQLiteStore",
     "StoreError",
     "WriteBehindStore",
     "new_prediction_id",
     "open_store",
+    "spool_dir_for",
 ]

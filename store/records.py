@@ -29,6 +29,11 @@ class StoreError(RuntimeError):
     """The store cannot be used (unwritable path, corrupt file)."""
 
 
+class RowRejected(StoreError):
+    """The database refused these rows themselves (bad text, a constraint), not a store fault:
+    retrying them cannot succeed, so they are isolated and set aside instead of blocking others."""
+
+
 @dataclass(slots=True)
 class PredictionRecord:
     """One served question, as stored (not frozen: a frozen init costs µs on the hot path)."""
@@ -71,6 +76,8 @@ class PredictionStore(Protocol):
     def features(self, start: float, end: float, after_seq: int = 0) -> pd.DataFrame: ...
 
     def problematic(self, since: float, limit: int = 10) -> dict[str, list[dict[str, Any]]]: ...
+
+    def labelled(self, since: float, until: float) -> pd.DataFrame: ...
 
     def count(self) -> int: ...
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import operator
+import os
 import sqlite3
 import threading
 import time
@@ -13,7 +14,13 @@ from typing import Any
 
 import pandas as pd
 
-from store.records import FeedbackRecord, PredictionRecord, PredictionStore, StoreError
+from store.records import (
+    FeedbackRecord,
+    PredictionRecord,
+    PredictionStore,
+    RowRejected,
+    StoreError,
+)
 from tagger.model import FEATURE_COLUMNS
 
 SCHEMA = """
@@ -49,6 +56,9 @@ CREATE TABLE IF NOT EXISTS feedback (
     n_unknown_tags INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS feedback_created_at ON feedback (created_at);
+-- the store's identity: readers (the drift state) notice a store recreated under them
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))));
 """
 
 
@@ -72,19 +82,41 @@ class SQLiteStore:
 
     ``synchronous=NORMAL`` keeps every committed row across a process crash or restart
     (the WAL is in the OS page cache); only a power loss can take the last commits.
+
+    ``busy_timeout_seconds`` bounds how long a statement waits for another writer's lock (the
+    predictor uses a few ms on its request threads: a locked store must not stall a request).
+    :meth:`invalidate` makes every thread reconnect: after a failed write (a connection opened
+    while the file was read-only stays read-only) or when the file was replaced under it.
     """
 
-    def __init__(self, path: Path, timeout_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        timeout_seconds: float = 5.0,
+        busy_timeout_seconds: float | None = None,
+        guard_read_only: bool = False,
+        readonly: bool = False,
+    ) -> None:
         self.path = Path(path)
+        # readers (drift, weekly) open the file read-only and never create one
+        self.readonly = readonly
+        if readonly and not self.path.is_file():
+            raise StoreError(f"{self.path}: no such store (the predictor creates it)")
+        self.guard_read_only = guard_read_only
+        self._guarded = [Path(f"{self.path}{s}") for s in ("", "-wal", "-shm")]
         self.timeout_seconds = timeout_seconds
+        self.busy_timeout_seconds = (
+            timeout_seconds if busy_timeout_seconds is None else busy_timeout_seconds
+        )
         self._local = threading.local()
+        self._generation = 0
+        self._inode: tuple[int, int] | None = None
         deadline = time.monotonic() + timeout_seconds
         while True:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = self._conn()
-                with conn:
-                    conn.executescript(SCHEMA)
+                if not readonly:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._conn()  # creates the schema in a new file
                 return
             except sqlite3.OperationalError as exc:
                 # gunicorn workers open a new database together: switching it to WAL and
@@ -97,16 +129,96 @@ class SQLiteStore:
             except (OSError, sqlite3.Error) as exc:
                 raise StoreError(f"{self.path}: cannot open store ({exc})") from exc
 
+    def _check_not_read_only(self) -> None:
+        """Refuse to touch a database whose files were made read-only (``chattr +i``).
+
+        SQLite writes its -shm file through a shared mmap on every transaction, readers
+        included; once the file is immutable such a write faults and the kernel kills the
+        process with SIGBUS (issue 9: both workers died). ``access(2)`` sees the immutable
+        flag even for root; three calls cost ~2 µs.
+        """
+        for f in self._guarded:
+            if not os.access(f, os.W_OK) and os.path.exists(f):
+                raise StoreError(f"{f}: read-only (not touched: its shared memory would fault)")
+
     def _conn(self) -> sqlite3.Connection:
+        if self.guard_read_only:
+            self._check_not_read_only()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and self._local.generation != self._generation:
+            self.close()
+            conn = None
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=self.timeout_seconds)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
+            timeout = getattr(self._local, "busy_timeout", self.busy_timeout_seconds)
+            if self.readonly:
+                return self._connect_readonly(timeout)
+            conn = sqlite3.connect(self.path, timeout=timeout)
+            try:
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+                if not {"predictions", "feedback", "meta"} <= names:  # a new or replaced file
+                    conn.executescript(SCHEMA)
+                st = os.stat(self.path)
+            except BaseException:
+                conn.close()
+                raise
+            self._inode = (st.st_dev, st.st_ino)
             self._local.conn = conn
+            self._local.generation = self._generation
         return conn
+
+    def _connect_readonly(self, timeout: float) -> sqlite3.Connection:
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=timeout)
+        try:
+            conn.row_factory = sqlite3.Row
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if not {"predictions", "feedback"} <= names:
+                raise StoreError(f"{self.path}: not a tagwatch store (no predictions table)")
+        except BaseException:
+            conn.close()
+            raise
+        self._local.conn = conn
+        self._local.generation = self._generation
+        return conn
+
+    def identity(self) -> str | None:
+        """A random id written once by the predictor (``meta``), or, in a store made before
+        that table, the id of its first row; None for an empty store without one."""
+        conn = self._conn()
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()
+            if row is not None:
+                return f"meta:{row[0]}"
+        except sqlite3.OperationalError:
+            pass  # no meta table yet (opened read-only before the predictor upgraded it)
+        first = conn.execute("SELECT id FROM predictions ORDER BY seq LIMIT 1").fetchone()
+        return None if first is None else f"first:{first[0]}"
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """This thread's lock wait (the predictor's writer thread waits longer than requests)."""
+        self._local.busy_timeout = seconds
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
+
+    def invalidate(self) -> None:
+        """Every thread reopens its connection before its next statement."""
+        self._generation += 1
+
+    def replaced(self) -> bool:
+        """True when the file at ``path`` is gone or is no longer the one the connections use:
+        writes would go to an unlinked inode and be lost."""
+        if self._inode is None:
+            return False
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self._inode
 
     _features_of = staticmethod(operator.itemgetter(*FEATURE_COLUMNS))
 
@@ -125,8 +237,9 @@ class SQLiteStore:
             *cls._features_of(r.features),
         )
 
+    # OR IGNORE: a row written twice (a spool replayed after a crash) is stored once
     _INSERT = (
-        "INSERT INTO predictions (id, created_at, title, body, url, tags, scores, "
+        "INSERT OR IGNORE INTO predictions (id, created_at, title, body, url, tags, scores, "
         "inference_seconds, model_version, "
         + ", ".join(FEATURE_COLUMNS)
         + ") VALUES ("
@@ -135,15 +248,24 @@ class SQLiteStore:
     )
 
     def save_prediction(self, record: PredictionRecord) -> None:
-        conn = self._conn()
-        with conn:
-            conn.execute(self._INSERT, self._params(record))
+        self.save_predictions([record])
 
     def save_predictions(self, records: Sequence[PredictionRecord]) -> None:
-        """Bulk insert in one transaction (replays, backfills, benchmarks)."""
-        conn = self._conn()
-        with conn:
-            conn.executemany(self._INSERT, (self._params(r) for r in records))
+        """Bulk insert in one transaction (idempotent by id).
+
+        Raises :class:`RowRejected` when the rows themselves are refused (text SQLite cannot
+        encode, a constraint), :class:`StoreError` for a store fault (locked, read-only, disk
+        full, I/O), after which this thread reconnects.
+        """
+        try:
+            conn = self._conn()
+            with conn:
+                conn.executemany(self._INSERT, (self._params(r) for r in records))
+        except _ROW_ERRORS as exc:
+            raise RowRejected(f"{type(exc).__name__}: {exc}") from exc
+        except (sqlite3.Error, OSError) as exc:
+            self.close()  # a connection opened read-only or on a replaced file stays so
+            raise StoreError(f"{self.path}: write failed ({exc})") from exc
 
     def get_prediction(self, prediction_id: str) -> PredictionRecord | None:
         row = (
@@ -172,32 +294,40 @@ class SQLiteStore:
 
     def save_feedback(self, feedback: FeedbackRecord) -> bool:
         """Store feedback once; returns False when that prediction already had feedback."""
-        conn = self._conn()
-        with conn:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO feedback (prediction_id, created_at, tags, coverage, "
-                "jaccard, n_tags, n_unknown_tags) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    feedback.prediction_id,
-                    feedback.created_at,
-                    json.dumps(feedback.tags),
-                    feedback.coverage,
-                    feedback.jaccard,
-                    len(feedback.tags),
-                    feedback.n_unknown_tags,
-                ),
-            )
+        try:
+            conn = self._conn()
+            with conn:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO feedback (prediction_id, created_at, tags, coverage, "
+                    "jaccard, n_tags, n_unknown_tags) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        feedback.prediction_id,
+                        feedback.created_at,
+                        json.dumps(feedback.tags),
+                        feedback.coverage,
+                        feedback.jaccard,
+                        len(feedback.tags),
+                        feedback.n_unknown_tags,
+                    ),
+                )
+        except sqlite3.IntegrityError as exc:  # no such prediction (foreign key)
+            raise StoreError(f"feedback refused: {exc}") from exc
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
+            raise StoreError(f"{self.path}: feedback not written ({exc})") from exc
         return cur.rowcount == 1
 
     def features(self, start: float, end: float, after_seq: int = 0) -> pd.DataFrame:
         """Stored features of predictions made in [start, end) with ``seq > after_seq``.
 
-        Columns: ``seq``, ``created_at`` (UTC timestamps), the feature columns, and
+        Columns: ``seq``, ``created_at`` (UTC timestamps), ``model_version`` (the version that
+        served the row: the drift job judges each version against its own baseline), the
+        feature columns, and
         ``n_feedback_tags`` / ``n_unknown_feedback_tags`` (NaN where no feedback came).
         """
         cols = ", ".join(f"p.{c}" for c in FEATURE_COLUMNS)
         query = (
-            f"SELECT p.seq, p.created_at, {cols}, f.n_tags AS n_feedback_tags, "
+            f"SELECT p.seq, p.created_at, p.model_version, {cols}, f.n_tags AS n_feedback_tags, "
             "f.n_unknown_tags AS n_unknown_feedback_tags FROM predictions p "
             "LEFT JOIN feedback f ON f.prediction_id = p.id "
             "WHERE p.created_at >= ? AND p.created_at < ? AND p.seq > ? ORDER BY p.seq"
@@ -232,6 +362,25 @@ class SQLiteStore:
             out[name] = rows
         return out
 
+    def labelled(self, since: float, until: float) -> pd.DataFrame:
+        """Questions served in [since, until) that received feedback: the retraining data.
+
+        Columns: ``created_at`` (UTC timestamps, when served), ``title``, ``body``, ``tags``
+        (the user's feedback tags, list[str]), ``predicted`` (list[str]), ``model_version``,
+        ``jaccard``, ``coverage``; sorted by time.
+        """
+        query = (
+            "SELECT p.created_at, p.title, p.body, f.tags, p.tags AS predicted, "
+            "p.model_version, f.jaccard, f.coverage FROM predictions p "
+            "JOIN feedback f ON f.prediction_id = p.id "
+            "WHERE p.created_at >= ? AND p.created_at < ? ORDER BY p.created_at, p.seq"
+        )
+        df = pd.read_sql_query(query, self._conn(), params=(since, until))
+        df["created_at"] = pd.to_datetime(df["created_at"], unit="s", utc=True)
+        df["tags"] = [json.loads(t) for t in df["tags"]]
+        df["predicted"] = [json.loads(t) for t in df["predicted"]]
+        return df
+
     def count(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM predictions").fetchone()[0])
 
@@ -256,20 +405,59 @@ class SQLiteStore:
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("ROLLBACK")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
             raise StoreError(f"{self.path}: not writable ({exc})") from exc
 
     def close(self) -> None:
+        """Close this thread's connection (the next statement reopens it)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
 
 
-def open_store(url: str) -> PredictionStore:
-    """A store from a URL: ``sqlite:///relative/or/abs/path.db`` or a plain file path."""
+# refusals of the rows themselves; every other error is a fault of the store
+_ROW_ERRORS = (
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    ValueError,  # UnicodeEncodeError: a lone surrogate
+    TypeError,
+    OverflowError,
+)
+
+
+def spool_dir_for(url: str) -> Path | None:
+    """Where a writer spools rows of the store at ``url``: ``<file>-spool/`` beside the file,
+    so that it is on the same disk and survives what the store survives."""
     if url.startswith("sqlite:///"):
-        return SQLiteStore(Path(url.removeprefix("sqlite:///")))
+        path = Path(url.removeprefix("sqlite:///"))
+    elif "://" in url or url.startswith("sqlite:"):
+        return None
+    else:
+        path = Path(url)
+    if not path.name or path.name.startswith(":memory:") or "mode=memory" in url:
+        return None  # an in-memory database has nothing to spool for
+    return path.with_name(path.name + "-spool")
+
+
+def open_store(url: str, **options: Any) -> PredictionStore:
+    """A store from a URL: ``sqlite:///relative/or/abs/path.db`` or a plain file path.
+
+    ``options`` go to the store (``timeout_seconds``, ``busy_timeout_seconds``).
+    """
+    if url.startswith("sqlite:///"):
+        return SQLiteStore(Path(url.removeprefix("sqlite:///")), **options)
+    if url.startswith("sqlite:"):
+        raise StoreError(
+            f"store URL {url!r}: expected sqlite:///path/to/file.sqlite3 (three slashes, then "
+            "a relative path; four for an absolute one: sqlite:////var/lib/tagwatch.sqlite3)"
+        )
     if "://" in url:
-        raise StoreError(f"unsupported store URL scheme: {url.split('://')[0]!r}")
-    return SQLiteStore(Path(url))
+        raise StoreError(
+            f"unsupported store URL scheme: {url.split('://')[0]!r} in {url!r}: "
+            "expected sqlite:///path/to/file.sqlite3 or a file path"
+        )
+    return SQLiteStore(Path(url), **options)

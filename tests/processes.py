@@ -128,6 +128,8 @@ def predictor_env(
         "TAGWATCH_STORE_URL": f"sqlite:///{store_path}",
         "PROMETHEUS_MULTIPROC_DIR": str(multiproc_dir),
         "TAGWATCH_LOG_LEVEL": "WARNING",
+        # models/LATEST only: the registry-following tests (tests/lifecycle) turn it on
+        "TAGWATCH_FOLLOW_REGISTRY": "false",
     }
 
 

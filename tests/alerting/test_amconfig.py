@@ -60,7 +60,12 @@ def test_real_smtp_settings_render_tls_auth_and_password_file(tmp_path: Path) ->
 
 def test_routes_critical_fast_warnings_grouped_inhibition() -> None:
     route = build_config(AlertingSettings.model_construct())["route"]
-    critical, warning, info = route["routes"]
+    lifecycle, critical, warning, info = route["routes"]
+    # drift / quality alerts trigger a retrain first, and still reach email (continue)
+    assert lifecycle["receiver"] == "lifecycle" and lifecycle["continue"] is True
+    assert lifecycle["matchers"] == ['alertname=~"DataDriftDetected|JaccardLow"']
+    no_hook = AlertingSettings.model_construct(lifecycle_webhook_url=None)
+    assert len(build_config(no_hook)["route"]["routes"]) == 3
     assert critical["matchers"] == ['severity="critical"']
     assert critical["group_wait"] == "10s" and critical["repeat_interval"] == "3h"
     assert warning["group_by"] == ["job"]  # one email per job gathers its warnings

@@ -10,6 +10,7 @@ red against the 2011 baseline (-> DataDriftDetected, warning).
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import time
@@ -365,9 +366,19 @@ def test_drift_red_sends_warning(scenario: Stack) -> None:
     mail = scenario.sink.wait_for(_firing("DataDriftDetected"), 1)
     assert mail.subject.startswith(f"[FIRING:{len(red)}] WARNING DataDriftDetected")
     text = mail.part("plain")
-    listed = {line.split()[3] for line in text.splitlines() if line.startswith("Data drift:")}
+    listed = {
+        line.split()[5]
+        for line in text.splitlines()
+        if line.startswith("What changed: Data drift:")
+    }
     assert listed == red  # one warning email listing every red feature, no other
-    assert "judged feature oov_ratio red (status 2)" in text
+    # how much, against what: the measured effect size and the rule
+    assert re.search(
+        r"feature oov_ratio differs from the held-out validation questions of the model by an "
+        r"effect size of 0\.\d{3}; the rule: red from 0\.070 \(yellow from 0\.050\)",
+        text,
+    ), text
+    assert "the training baseline" not in text
     assert f"{RUNBOOK}/docs/runbook.md#datadriftdetected" in text
     assert f"{GRAFANA}/d/tagwatch-drift" in text
     assert f'href="{scenario.drift_report_url}"' in mail.part("html")

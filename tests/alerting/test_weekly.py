@@ -20,7 +20,7 @@ from alerting.mailer import MailError
 from alerting.metrics import WeeklyMetrics
 from alerting.prom import Series
 from alerting.settings import AlertingSettings
-from alerting.weekly import alert_episodes, question_link, run_weekly
+from alerting.weekly import alert_episodes, question_link, run_weekly, runbook_advice
 from store import FeedbackRecord, PredictionRecord, SQLiteStore
 from tagger.model import FEATURE_COLUMNS
 from tests.processes import http_ok, start_process, wait_until
@@ -109,17 +109,17 @@ def test_prometheus_down_report_names_missing_sections(tmp_path: Path, smtp_sink
     mail = smtp_sink.wait_for(lambda m: "Weekly summary" in m.subject, 5)
     assert mail.subject == (
         "[tagwatch] Weekly summary 2026-11-16 to 2026-11-23: 0 alert episode(s), "
-        "3 section(s) missing"
+        "4 section(s) missing"
     )
     text = mail.part("plain")
-    for section in ("volume, latency and quality per day", "alert episodes",
-                    "drift status per feature"):  # fmt: skip
+    for section in ("latency and 5xx per day", "alert episodes",
+                    "drift status per feature", "retraining"):  # fmt: skip
         assert f"- {section}: Prometheus at http://127.0.0.1:9 unreachable" in text
     # the store part is still there, with links
     assert "Question number 0\r\n  https://stackoverflow.com/q/42" in text
     assert "Question number 1\r\n  http://predictor.test:8000/predictions/p1" in text
     assert 'href="https://stackoverflow.com/q/42"' in mail.part("html")
-    assert metrics.missing_sections._value.get() == 3
+    assert metrics.missing_sections._value.get() == 4
     assert metrics.emails_sent._value.get() == 1
     assert metrics.last_success._value.get() > 0
     assert "Missing sections" in path.read_text()
@@ -205,3 +205,85 @@ def test_bad_cron_is_a_clear_error(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "TAGWATCH_WEEKLY_CRON='every monday'" in result.stderr
+
+
+def test_weekly_counts_equal_the_store(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    """Predictions and feedback per day are the store's exact counts (not increase())."""
+    store = SQLiteStore(tmp_path / "store.sqlite3")
+    features: dict[str, object] = dict.fromkeys(FEATURE_COLUMNS, 1)
+    features.update(top_tag="python", oov_ratio=0.1)
+    # 3,672 predictions over the 7 days before END (uneven per day), a few outside the week,
+    # every 3rd with feedback; day d holds (d + 1) * 131 predictions minus what is left
+    start = END.timestamp() - 7 * 86400
+    times = [start - 3600 * (i + 1) for i in range(5)]  # before the week: not counted
+    per_day = [(d + 1) * 131 for d in range(7)]
+    per_day[-1] += 3672 - sum(per_day)
+    for d, n in enumerate(per_day):
+        times += [start + d * 86400 + (i + 0.5) * 86400 / n for i in range(n)]
+    times += [END.timestamp() + 10]  # after the end: not counted
+    records = [
+        PredictionRecord(
+            id=f"c{i}",
+            created_at=t,
+            title=f"q{i}",
+            body="",
+            tags=["python"],
+            scores={"python": 0.9},
+            inference_seconds=0.001,
+            model_version="t",
+            features=features,
+        )
+        for i, t in enumerate(times)
+    ]
+    store.save_predictions(records)
+    with_feedback = [r for i, r in enumerate(records) if i % 3 == 0]
+    for r in with_feedback:
+        store.save_feedback(FeedbackRecord(r.id, ["python", "x"], 0.5, 0.5, 0, r.created_at + 5))
+    store.close()
+    in_week = [r for r in records if start <= r.created_at < END.timestamp()]
+    assert len(in_week) == 3672
+
+    path = run_weekly(
+        _settings(tmp_path, smtp_sink.port), WeeklyMetrics(CollectorRegistry()), end=END
+    )
+    text = path.with_suffix(".txt").read_text()
+    weekdays = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    rows = [
+        line.split()
+        for line in text.splitlines()
+        if line[:3] in weekdays and len(line.split()) == 11
+    ]
+    assert len(rows) == 7, text
+    predictions = [int(r[3]) for r in rows]
+    feedback = [int(r[4]) for r in rows]
+    assert predictions == per_day
+    assert sum(predictions) == len(in_week)
+    assert sum(feedback) == sum(1 for r in with_feedback if start <= r.created_at < END.timestamp())
+    assert [r[9:11] for r in rows] == [["0.500", "0.500"]] * 7  # coverage, Jaccard: the store
+    assert "latency and 5xx per day: Prometheus at http://127.0.0.1:9 unreachable" in text
+
+
+def test_runbook_advice_quotes_the_first_steps() -> None:
+    advice = runbook_advice(
+        ["JaccardLow", "PredictorLatencySLOBurnFast", "PredictorDown"], "http://127.0.0.1:8001"
+    )
+    by_name = {a.alertname: a for a in advice}
+    assert by_name["PredictorDown"].steps.startswith("Fix: restart the predictor")
+    assert by_name["PredictorDown"].link == "http://127.0.0.1:8001/docs/runbook.md#predictordown"
+    assert by_name["PredictorLatencySLOBurnFast"].link.endswith("#predictorlatencysloburn")
+    assert by_name["PredictorLatencySLOBurnFast"].steps.startswith("Fix: add workers")
+    assert by_name["JaccardLow"].steps  # no Fix:/Check: of its own: its first paragraph
+
+
+def test_retrain_line_tells_the_week_and_the_drift_kind() -> None:
+    from alerting.weekly import retrain_line
+
+    assert retrain_line({"failed": 0.0}, None, None, None, 0.5) == "No retrain this week."
+    line = retrain_line({"promoted": 1.0, "rejected": 2.0}, 0.122, 0.2, 1.0, 0.5)
+    assert line == (
+        "Retrains this week: 1 promoted, 2 rejected; last gate: Jaccard champion 0.122 vs "
+        "challenger 0.200; data drift: retraining recovered 100% of the Jaccard gap."
+    )
+    assert "concept drift suspected: retraining is not enough" in retrain_line(
+        {"rejected": 1.0}, 0.12, 0.125, 0.07, 0.5
+    )

@@ -15,7 +15,10 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-LONG_RUNNING = {"predictor", "drift", "weekly", "prometheus", "alertmanager", "grafana", "mailpit"}
+LONG_RUNNING = {
+    "predictor", "drift", "weekly", "prometheus", "alertmanager", "grafana", "mailpit", "mlflow",
+    "lifecycle",
+}  # fmt: skip
 PINNED_IMAGES = {
     "prometheus": "prom/prometheus:v2.42.0",
     "alertmanager": "prom/alertmanager:v0.25.0",
@@ -47,12 +50,29 @@ def test_compose_validates_and_runs_every_service(compose: dict[str, Any]) -> No
     for name in LONG_RUNNING:
         assert "healthcheck" in services[name], f"{name} has no healthcheck"
         assert services[name]["restart"] == "unless-stopped"
-    for name in ("predictor", "drift", "weekly", "alertmanager-config"):
+    for name in ("predictor", "drift", "weekly", "alertmanager-config", "mlflow", "lifecycle"):
         assert services[name]["image"] == "tagwatch:dev"
         assert services[name]["build"]["context"] == str(REPO)
     assert services["predictor"]["command"] == ["python", "-m", "exporter", "serve"]
     assert services["drift"]["command"] == ["python", "-m", "drift"]
     assert services["weekly"]["command"] == ["python", "-m", "alerting", "serve"]
+    assert services["lifecycle"]["command"] == ["python", "-m", "lifecycle", "serve"]
+    # Alertmanager's webhook reaches the lifecycle service by its compose name
+    env = services["alertmanager-config"]["environment"]
+    assert env["TAGWATCH_LIFECYCLE_WEBHOOK_URL"] == "http://lifecycle:8003/webhook"
+    # the MLflow UI: the project's image (pinned mlflow), on loopback only, on the shared volume
+    assert services["mlflow"]["entrypoint"] == ["mlflow", "server"]
+    assert "sqlite:////var/lib/tagwatch/mlflow/mlflow.db" in services["mlflow"]["command"]
+    ports = [p if isinstance(p, str) else f"{p['host_ip']}:{p['published']}:{p['target']}"
+             for p in services["mlflow"]["ports"]]  # fmt: skip
+    assert [p.split(":")[0] for p in ports] == ["127.0.0.1"]
+    for name in ("predictor", "mlflow", "lifecycle"):
+        assert any(
+            (v if isinstance(v, str) else f"{v['source']}:{v['target']}").startswith(
+                "mlflow:/var/lib/tagwatch/mlflow"
+            )
+            for v in services[name]["volumes"]
+        ), services[name]["volumes"]
 
 
 def test_compose_volumes_data_mount_and_secret(compose: dict[str, Any]) -> None:
@@ -69,9 +89,11 @@ def test_compose_volumes_data_mount_and_secret(compose: dict[str, Any]) -> None:
     assert ("store", "/var/lib/tagwatch/store", False) in mounts
     assert services["predictor"]["environment"]["TAGWATCH_TRAIN_IF_MISSING"] == "1"
     # the SMTP password only as a secret file, never in the environment
-    assert set(compose["secrets"]) == {"smtp_password"}
-    for name in ("weekly", "alertmanager"):
-        assert [s["source"] for s in services[name]["secrets"]] == ["smtp_password"]
+    assert set(compose["secrets"]) == {
+        "smtp_password", "api_token", "link_secret", "grafana_admin_password", "mailpit_ui_auth",
+    }  # fmt: skip
+    assert [s["source"] for s in services["alertmanager"]["secrets"]] == ["smtp_password"]
+    assert [s["source"] for s in services["weekly"]["secrets"]] == ["smtp_password", "link_secret"]
     for name, service in services.items():
         env = service.get("environment", {})
         assert not any(
@@ -132,14 +154,18 @@ def test_procfile_runs_the_local_stack() -> None:
         for line in (REPO / "Procfile").read_text().splitlines()
         if line and not line.startswith("#")
     )
-    assert set(entries) == {
-        "predictor",
-        "drift",
-        "weekly",
-        "prometheus",
-        "alertmanager",
-        "mailsink",
+    # one Procfile process per service of scripts/services.conf (the one list of the stack)
+    services = {
+        line.split()[0]
+        for line in (REPO / "scripts" / "services.conf").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
     }
+    assert set(entries) == services
+    assert {"predictor", "drift", "weekly", "lifecycle", "mlflow", "mailsink"} <= services
+    assert "python -m lifecycle serve" in entries["lifecycle"]
+    mlflow_db = "sqlite:///$STACK_VAR/mlflow/mlflow.db"
+    assert f"mlflow server --backend-store-uri {mlflow_db}" in entries["mlflow"]
+    assert "--host 127.0.0.1 --port $STACK_PORT_MLFLOW" in entries["mlflow"]
     assert "python -m exporter serve" in entries["predictor"]
     assert "python -m drift" in entries["drift"]
     assert "python -m alerting serve" in entries["weekly"]
@@ -200,3 +226,61 @@ def test_ci_workflow_is_valid_and_deploys_only_after_success_on_main() -> None:
     for check in ("ruff check", "ruff format --check", "promtool check", "amtool check-config",
                   "compose -f docker-compose.yml config", "make test"):  # fmt: skip
         assert check in steps, check
+
+
+def _published(service: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        (p.get("host_ip", "0.0.0.0"), str(p["published"]))
+        if isinstance(p, dict)
+        else (p.rsplit(":", 2)[0] if p.count(":") == 2 else "0.0.0.0", p.split(":")[-2])
+        for p in service.get("ports", [])
+    ]
+
+
+def test_every_port_is_on_loopback_unless_told_otherwise(compose: dict[str, Any]) -> None:
+    published = {n: _published(s) for n, s in compose["services"].items() if s.get("ports")}
+    assert set(published) >= {"predictor", "drift", "grafana", "mailpit", "prometheus"}
+    for name, ports in published.items():
+        assert all(host == "127.0.0.1" for host, _ in ports), (name, ports)
+    proc = subprocess.run(
+        ["docker-compose", "-f", "docker-compose.yml", "config"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "TAGWATCH_BIND": "0.0.0.0"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    opened = yaml.safe_load(proc.stdout)["services"]
+    assert _published(opened["predictor"])[0][0] == "0.0.0.0"
+    assert _published(opened["mailpit"])[0][0] == "127.0.0.1", "the inbox stays local"
+
+
+def test_no_default_passwords_and_credentials_from_secret_files(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    grafana = services["grafana"]["environment"]
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in grafana
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    assert services["mailpit"]["environment"]["MP_UI_AUTH_FILE"] == "/run/secrets/mailpit_ui_auth"
+    predictor = services["predictor"]["environment"]
+    assert predictor["TAGWATCH_API_TOKEN_FILE"] == "/run/secrets/api_token"
+    assert predictor["TAGWATCH_LINK_SECRET_FILE"] == "/run/secrets/link_secret"
+    assert services["weekly"]["environment"]["TAGWATCH_LINK_SECRET_FILE"] == (
+        "/run/secrets/link_secret"
+    )
+    text = (REPO / "docker-compose.yml").read_text()
+    assert ":-admin}" not in text and "changeme" not in text.lower()
+
+
+def test_make_secrets_writes_random_values_once(tmp_path: Path) -> None:
+    for _ in range(2):
+        subprocess.run(
+            ["bash", str(REPO / "scripts" / "make-secrets.sh"), str(tmp_path)],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+    first = {p.name: p.read_text() for p in tmp_path.iterdir()}
+    assert {"api_token", "link_secret", "grafana_admin_password", "mailpit_ui_auth"} <= set(first)
+    assert len(first["api_token"].strip()) >= 32
+    assert first["api_token"] != first["link_secret"]
+    assert first["mailpit_ui_auth"].startswith("tagwatch:{SHA}")
+    other = tmp_path / "other"
+    subprocess.run(["bash", str(REPO / "scripts" / "make-secrets.sh"), str(other)], check=True,
+                   capture_output=True, timeout=30)  # fmt: skip
+    assert (other / "api_token").read_text() != first["api_token"], "never a fixed default"

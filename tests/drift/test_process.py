@@ -126,8 +126,9 @@ def test_scheduler_serves_metrics_reports_and_passes_promtool(
 
 
 def test_failing_scheduled_runs_are_counted_and_the_scheduler_keeps_going(
-    drift_settings: DriftSettings, free_port: Callable[[], int], tmp_path: Path
+    drift_settings: DriftSettings, store: SQLiteStore, free_port: Callable[[], int], tmp_path: Path
 ) -> None:
+    """The store exists (the predictor made it) but the model does not: every run fails."""
     port = free_port()
     settings = drift_settings.model_copy(update={"models_dir": tmp_path / "empty"})
     env = _env(settings, TAGWATCH_PORT=str(port), TAGWATCH_CRON="* * * * * *")  # every second

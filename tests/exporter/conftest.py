@@ -10,11 +10,20 @@ from prometheus_client import CollectorRegistry
 from exporter.app import create_app
 from exporter.settings import PredictorSettings
 
+API_TOKEN = "test-api-token-0123456789"
+LINK_SECRET = "test-link-secret-0123456789"
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
 
 @pytest.fixture
 def predictor_settings(models_dir: Path, tmp_path: Path) -> PredictorSettings:
+    (tmp_path / "api_token").write_text(API_TOKEN + "\n")
+    (tmp_path / "link_secret").write_text(LINK_SECRET)
     return PredictorSettings(
-        models_dir=models_dir, store_url=f"sqlite:///{tmp_path / 'store.sqlite3'}"
+        models_dir=models_dir,
+        store_url=f"sqlite:///{tmp_path / 'store.sqlite3'}",
+        api_token_file=tmp_path / "api_token",
+        link_secret_file=tmp_path / "link_secret",
     )
 
 

@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from exporter.app import create_app
 from exporter.settings import PredictorSettings
-from store import SCHEMA
-from tests.exporter.conftest import metric
+from exporter.signing import signed_query
+from tests.exporter.conftest import AUTH, LINK_SECRET, metric
 
 QUESTION = {
     "title": "How do I read a CSV file into a pandas DataFrame in python?",
@@ -44,7 +44,7 @@ def test_predict_stores_question_features_and_time(
     client: FlaskClient, predictor_settings: PredictorSettings
 ) -> None:
     body = predict(client)
-    stored = client.get(f"/predictions/{body['prediction_id']}").get_json()
+    stored = client.get(f"/predictions/{body['prediction_id']}", headers=AUTH).get_json()
     assert stored["title"] == QUESTION["title"]
     assert stored["body"] == QUESTION["body"]
     assert stored["tags"] == body["tags"]
@@ -100,7 +100,7 @@ def test_feedback_scores_and_counts_once(client: FlaskClient, registry: Collecto
     assert metric(registry, "tagwatch_feedback_unknown_tags_total") == 1
     assert metric(registry, "tagwatch_feedback_jaccard_ratio_count") == 1
     assert metric(registry, "tagwatch_feedback_coverage_ratio_sum") == pytest.approx(0.5)
-    stored = client.get(f"/predictions/{pred['prediction_id']}").get_json()
+    stored = client.get(f"/predictions/{pred['prediction_id']}", headers=AUTH).get_json()
     assert stored["feedback"]["tags"] == [t.lower() for t in true]
 
 
@@ -111,6 +111,7 @@ def test_different_second_feedback_conflicts(client: FlaskClient) -> None:
     resp = client.post("/feedback", json={"prediction_id": pid, "tags": ["java"]})
     assert resp.status_code == 409
     assert "already has different feedback" in resp.get_json()["error"]
+    assert "c#" not in resp.get_data(as_text=True), "a 409 must not echo someone else's feedback"
 
 
 def test_feedback_tags_are_normalised(client: FlaskClient) -> None:
@@ -124,7 +125,7 @@ def test_unknown_prediction_id_is_404(client: FlaskClient) -> None:
     resp = client.post("/feedback", json={"prediction_id": "nope", "tags": ["python"]})
     assert resp.status_code == 404
     assert resp.get_json()["field"] == "prediction_id"
-    assert client.get("/predictions/nope").status_code == 404
+    assert client.get("/predictions/nope", headers=AUTH).status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -233,7 +234,7 @@ def test_store_failure_never_fails_a_prediction_nor_loses_it(
 ) -> None:
     db = Path(predictor_settings.store_url.removeprefix("sqlite:///"))
     conn = sqlite3.connect(db)
-    conn.executescript("DROP TABLE feedback; DROP TABLE predictions;")
+    conn.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
     body = predict(client)
     assert body["tags"]
     store = app.extensions["tagwatch"].store
@@ -242,7 +243,8 @@ def test_store_failure_never_fails_a_prediction_nor_loses_it(
     resp = client.post("/feedback", json={"prediction_id": body["prediction_id"], "tags": ["x"]})
     assert resp.status_code == 503
     assert "unavailable" in resp.get_json()["error"]
-    conn.executescript(SCHEMA)  # ...until the store is repaired: the queued row is written
+    assert resp.headers["Retry-After"]
+    conn.rollback()  # ...until the lock is released: the queued row is written
     conn.close()
     assert store.flush(timeout=10.0)
     assert store.inner.get_prediction(body["prediction_id"]).tags == body["tags"]
@@ -281,3 +283,52 @@ def test_metrics_and_store_can_be_switched_off(models_dir: Path) -> None:
     assert registry.get_sample_value("tagwatch_predictions_total") is None
     resp = client.post("/feedback", json={"prediction_id": body["prediction_id"], "tags": ["x"]})
     assert resp.status_code == 503
+
+
+def test_reading_a_stored_question_needs_a_token_or_a_signed_link(client: FlaskClient) -> None:
+    pid = predict(client)["prediction_id"]
+    anonymous = client.get(f"/predictions/{pid}")
+    assert anonymous.status_code == 401
+    assert QUESTION["title"] not in anonymous.get_data(as_text=True)
+    wrong = client.get(f"/predictions/{pid}", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert client.get(f"/predictions/{pid}", headers=AUTH).status_code == 200
+    link = client.get(f"/predictions/{pid}?{signed_query(LINK_SECRET, pid, 60)}")
+    assert link.status_code == 200 and link.get_json()["title"] == QUESTION["title"]
+    expired = client.get(f"/predictions/{pid}?{signed_query(LINK_SECRET, pid, -1)}")
+    assert expired.status_code == 403 and "expired" in expired.get_json()["error"]
+    other = predict(client)["prediction_id"]  # a signature is for one question only
+    reused = client.get(f"/predictions/{other}?{signed_query(LINK_SECRET, pid, 60)}")
+    assert reused.status_code == 403 and "signature" in reused.get_json()["error"]
+    forged = client.get(f"/predictions/{pid}?{signed_query('another-secret-0123456', pid, 60)}")
+    assert forged.status_code == 403
+    junk = client.get(f"/predictions/{pid}?expires=soon&signature=%C3%A9")
+    assert junk.status_code == 403 and junk.is_json
+
+
+def test_without_credentials_configured_stored_questions_are_closed(models_dir: Path) -> None:
+    app = create_app(PredictorSettings(models_dir=models_dir, store_url="sqlite:///:memory:"))
+    resp = app.test_client().get("/predictions/x", headers=AUTH)
+    assert resp.status_code == 403
+    assert "TAGWATCH_API_TOKEN_FILE" in resp.get_json()["error"]
+
+
+@pytest.mark.parametrize("depth", [1000, 100_000])
+def test_deeply_nested_json_is_400_not_500(client: FlaskClient, depth: int) -> None:
+    body = '{"title": ' + "[" * depth + "]" * depth + "}"
+    resp = client.post("/predict", data=body, content_type="application/json")
+    assert resp.status_code == 400
+    assert "JSON" in resp.get_json()["error"]
+
+
+def test_metrics_content_type_has_one_charset(client: FlaskClient) -> None:
+    content_type = client.get("/metrics").headers["Content-Type"]
+    assert content_type.count("charset") == 1, content_type
+
+
+def test_openapi_description_lists_every_route(client: FlaskClient, app: Flask) -> None:
+    spec = client.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    documented = {p.replace("{prediction_id}", "<prediction_id>") for p in spec["paths"]}
+    routes = {r.rule for r in app.url_map.iter_rules() if r.endpoint != "static"}
+    assert documented == routes

@@ -17,12 +17,21 @@ from prometheus_client.mmap_dict import MmapedDict
 
 from tests.processes import metric_value, start_predictor
 
+API_TOKEN = "gunicorn-test-api-token-0123"
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
 
 @contextmanager
 def serve(models_dir: Path, tmp_path: Path, port: int, workers: int = 3) -> Iterator[str]:
     """The real predictor on ``port`` with its store in ``tmp_path`` (kept across restarts)."""
+    (tmp_path / "api_token").write_text(API_TOKEN)
     proc = start_predictor(
-        models_dir, port, tmp_path, tmp_path / "store.sqlite3", TAGWATCH_WORKERS=str(workers)
+        models_dir,
+        port,
+        tmp_path,
+        tmp_path / "store.sqlite3",
+        TAGWATCH_WORKERS=str(workers),
+        TAGWATCH_API_TOKEN_FILE=str(tmp_path / "api_token"),
     )
     try:
         yield f"http://127.0.0.1:{port}"
@@ -91,10 +100,10 @@ def test_workers_share_totals_and_store_survives_restart(
         assert out.returncode == 0 and not out.stdout.strip(), out.stdout
     # restart: stored rows are still there, feedback still idempotent, counters start anew
     with serve(models_dir, tmp_path, port) as url:
-        r = requests.get(f"{url}/predictions/{ids[0]}")
+        r = requests.get(f"{url}/predictions/{ids[0]}", headers=AUTH)
         assert r.status_code == 200
         assert r.json()["feedback"]["tags"] == ["python"]
-        assert requests.get(f"{url}/predictions/{ids[-1]}").status_code == 200
+        assert requests.get(f"{url}/predictions/{ids[-1]}", headers=AUTH).status_code == 200
         again = requests.post(f"{url}/feedback", json={"prediction_id": ids[0], "tags": ["python"]})
         assert again.json()["duplicate"] is True
         text = requests.get(f"{url}/metrics").text

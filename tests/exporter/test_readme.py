@@ -31,8 +31,11 @@ def readme_commands() -> list[str]:
 
 @pytest.mark.slow
 def test_readme_curl_examples_work(
-    models_dir: Path, tmp_path: Path, free_port: Callable[[], int]
+    models_dir: Path, tmp_path: Path, free_port: Callable[[], int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # the predictor and the README's curl read the API token from the same file
+    (tmp_path / "api_token").write_text("readme-api-token-0123456789\n")
+    monkeypatch.setenv("TAGWATCH_API_TOKEN_FILE", str(tmp_path / "api_token"))
     commands = readme_commands()
     assert len(commands) >= 8 and all("localhost:8000" in c for c in commands if "curl" in c)
     port = free_port()

@@ -115,6 +115,34 @@ def fill_history(models_dir: Path, store_url: str, questions: pd.DataFrame) -> i
     return len(records)
 
 
+def start_lifecycle(models_dir: Path, store_url: str, work: Path, port: int) -> Process:
+    """``python -m lifecycle serve`` with the test model as champion in a fresh MLflow, retraining
+    once at start on the store's labelled history (the gate rejects: too small a hold-out)."""
+    from lifecycle.registry import Registry
+    from tagger.tracking import log_training
+
+    env = {
+        "TAGWATCH_MODELS_DIR": str(work / "lifecycle-models"),
+        "TAGWATCH_STORE_URL": store_url,
+        "TAGWATCH_MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "TAGWATCH_MLFLOW_ARTIFACTS_DIR": str(work / "mlflow-artifacts"),
+        "TAGWATCH_HOST": "127.0.0.1",
+        "TAGWATCH_PORT": str(port),
+        "TAGWATCH_RETRAIN_MIN_LABELLED": "100",
+    }
+    settings = TagwatchSettings(
+        mlflow_tracking_uri=env["TAGWATCH_MLFLOW_TRACKING_URI"],
+        mlflow_artifacts_dir=Path(env["TAGWATCH_MLFLOW_ARTIFACTS_DIR"]),
+    )
+    registered = log_training(settings, models_dir / "test", run_name="grafana test champion")
+    Registry(settings).promote(registered.version, reason="grafana test", actor="pytest")
+    proc = start_process(
+        "lifecycle", [*python_module("lifecycle", "serve"), "--run-on-start"], work, env
+    )
+    wait_until(proc, http_ok(f"http://127.0.0.1:{port}/healthz"), "lifecycle /healthz", 60)
+    return proc
+
+
 def prometheus_test_config(targets: dict[str, str]) -> dict[str, Any]:
     """The production config with 1 s intervals, absolute rule paths and loopback targets."""
     config: dict[str, Any] = yaml.safe_load((REPO_ROOT / "prometheus/prometheus.yml").read_text())
@@ -156,6 +184,7 @@ def stack(
     fill_history(models_dir, store_url, questions)
 
     ports = {"predictor": _free_port(), "drift": _free_port(), "prometheus": _free_port()}
+    ports["lifecycle"] = _free_port()
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     processes: list[Process] = []
     try:
@@ -174,6 +203,7 @@ def stack(
             },
         )
         processes.append(drift)
+        processes.append(start_lifecycle(models_dir, store_url, work, ports["lifecycle"]))
         config_path = work / "prometheus.yml"
         config_path.write_text(
             yaml.safe_dump(
@@ -181,6 +211,7 @@ def stack(
                     {
                         "predictor": f"127.0.0.1:{ports['predictor']}",
                         "drift": f"127.0.0.1:{ports['drift']}",
+                        "lifecycle": f"127.0.0.1:{ports['lifecycle']}",
                     }
                 )
             )
@@ -244,6 +275,7 @@ def stack(
             ("job:tagwatch_feedback_jaccard:mean1h > 0", "the quality recording rules"),
             ('up{job="drift"} == 1', "the first scrape of the drift job"),
             ("count(tagwatch_drift_feature_status)", "the drift status in Prometheus"),
+            ("tagwatch_retrain_last_success_timestamp_seconds > 0", "the lifecycle's retrain"),
         ):
             wait_until(prometheus, _has_value(prom, expr), what, 60)
         print(f"\nstack ready in {time.monotonic() - started:.1f} s; {summary.format()}")

@@ -19,7 +19,7 @@ from tests.processes import REPO_ROOT
 GRAFANA = REPO_ROOT / "grafana"
 DASHBOARD_FILES = sorted((GRAFANA / "dashboards").glob("*.json"))
 DATASOURCE_UID = "tagwatch-prometheus"
-EXPECTED_UIDS = {"tagwatch-predictor", "tagwatch-quality", "tagwatch-drift"}
+EXPECTED_UIDS = {"tagwatch-predictor", "tagwatch-quality", "tagwatch-drift", "tagwatch-lifecycle"}
 # What Grafana substitutes for its built-in variables (the datasource's timeInterval is 15s).
 BUILTINS = {
     "__rate_interval": "1m",

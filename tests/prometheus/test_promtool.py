@@ -72,8 +72,13 @@ def test_amtool_check_config() -> None:
     [
         (["alertname=PredictorDown", "severity=critical", "job=predictor"], "email-critical"),
         (["alertname=PredictorLatencySLOBurnFast", "severity=critical"], "email-critical"),
-        (["alertname=DataDriftDetected", "severity=warning", "job=drift"], "email-warning"),
-        (["alertname=JaccardLow", "severity=warning", "job=predictor"], "email-warning"),
+        # drift and quality alerts also trigger a retrain (lifecycle webhook), then email
+        (
+            ["alertname=DataDriftDetected", "severity=warning", "job=drift"],
+            "lifecycle,email-warning",
+        ),
+        (["alertname=JaccardLow", "severity=warning", "job=predictor"], "lifecycle,email-warning"),
+        (["alertname=DriftJobFailing", "severity=warning", "job=drift"], "email-warning"),
         (["alertname=Something", "severity=info"], "null"),
         (["alertname=NoSeverity"], "email-warning"),
     ],

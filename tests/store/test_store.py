@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import os
+import signal
+import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,7 @@ from store import (
     WriteBehindStore,
     open_store,
 )
+from store.writebehind import decode_record, encode_record
 
 FEATURES = {
     "title_chars": 10, "body_chars": 0, "n_code_blocks": 0, "n_links": 0, "n_tokens": 2,
@@ -116,24 +122,21 @@ def test_write_behind_batches_and_flushes_on_close(tmp_path: Path) -> None:
 
 
 def test_write_behind_retries_failures_and_reports_them(tmp_path: Path) -> None:
-    inner = SQLiteStore(tmp_path / "s.db")
+    inner = SQLiteStore(tmp_path / "s.db", busy_timeout_seconds=0.02)
     errors: list[Exception] = []
-    store = WriteBehindStore(inner, on_error=errors.append, max_backoff_seconds=0.1)
-    inner._conn().execute("PRAGMA query_only=ON")  # this thread's view; the writer has its own
-    import sqlite3
-
+    store = WriteBehindStore(
+        inner, on_error=errors.append, max_backoff_seconds=0.1, writer_busy_timeout_seconds=0.05
+    )
     blocker = sqlite3.connect(tmp_path / "s.db")
     blocker.execute("BEGIN EXCLUSIVE")  # hold the write lock: the writer cannot commit
-    inner.timeout_seconds = 0.05
-    store.inner = SQLiteStore(tmp_path / "s.db", timeout_seconds=0.05)
     r = record()
     store.save_prediction(r)
-    time.sleep(0.5)
-    assert errors, "the failing write is reported"
+    wait_for(lambda: bool(errors), "the failing write is reported")
     assert store.pending == 1
+    assert store.problem() is not None and "locked" in store.problem()  # type: ignore[operator]
     blocker.rollback()
     blocker.close()
-    assert store.flush(timeout=5)
+    wait_for(lambda: store.pending == 0 and store.problem() is None, "written after the lock")
     assert SQLiteStore(tmp_path / "s.db").get_prediction(r.id) is not None
     store.close()
 
@@ -167,3 +170,145 @@ def test_workers_opening_a_new_store_together_all_succeed(tmp_path: Path) -> Non
         for p in procs:
             p.join(timeout=30)
         assert [results.get(timeout=5) for _ in procs] == ["ok"] * 4
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
+        time.sleep(0.02)
+
+
+def test_a_refused_row_is_dead_lettered_and_never_blocks_the_others(tmp_path: Path) -> None:
+    """A lone surrogate cannot be encoded for SQLite: that row goes aside, the batch lands."""
+    dead: list[int] = []
+    store = WriteBehindStore(
+        SQLiteStore(tmp_path / "s.db"), spool_dir=tmp_path / "spool", on_dead_letter=dead.append
+    )
+    good = [record() for _ in range(200)]
+    poison = record()
+    poison.title = "python \ud800"
+    for r in [*good[:100], poison, *good[100:]]:
+        store.save_prediction(r)
+    assert store.flush(timeout=5)
+    reader = SQLiteStore(tmp_path / "s.db")
+    assert reader.count() == 200
+    assert all(reader.get_prediction(r.id) is not None for r in good)
+    assert dead == [1] and store.dead_letters == 1
+    lines = (tmp_path / "spool" / "dead-letter.jsonl").read_text().splitlines()
+    entry = json.loads(lines[0])
+    assert entry["row"][0] == poison.id and "UnicodeEncodeError" in entry["error"]
+    for r in [record() for _ in range(100)]:  # later traffic is written as usual
+        store.save_prediction(r)
+    assert store.flush(timeout=5) and reader.count() == 300
+    store.close()
+
+
+def _serve_then_die(spool: Path, db: Path, ids: Any, ready: Any) -> None:
+    store = WriteBehindStore(SQLiteStore(db), spool_dir=spool, max_delay_seconds=3600)
+    for _ in range(150):  # 2 full batches written, 22 rows only queued and spooled
+        r = record()
+        store.save_prediction(r)
+        ids.put(r.id)
+    ready.set()
+    time.sleep(60)  # SIGKILLed here
+
+
+def test_rows_of_a_killed_process_are_replayed_from_its_spool(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    ids, ready = ctx.Queue(), ctx.Event()
+    proc = ctx.Process(
+        target=_serve_then_die, args=(tmp_path / "spool", tmp_path / "s.db", ids, ready)
+    )
+    proc.start()
+    assert ready.wait(30)
+    acknowledged = [ids.get(timeout=5) for _ in range(150)]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(10)
+    assert SQLiteStore(tmp_path / "s.db").count() < 150  # the queue died with the process
+    recovered: list[int] = []
+    store = WriteBehindStore(
+        SQLiteStore(tmp_path / "s.db"), spool_dir=tmp_path / "spool", on_recovered=recovered.append
+    )
+    wait_for(lambda: SQLiteStore(tmp_path / "s.db").count() == 150, "the spool replayed")
+    reader = SQLiteStore(tmp_path / "s.db")
+    assert all(reader.get_prediction(i) is not None for i in acknowledged)
+    assert sum(recovered) >= 22  # rows written before the kill may be replayed again: ignored
+    assert [p.name for p in (tmp_path / "spool").glob("*.spool") if p.stat().st_size] == []
+    store.close()
+    assert not list((tmp_path / "spool").glob("*.spool")), "a clean exit leaves no spool"
+
+
+def test_a_store_missing_at_boot_is_opened_later_and_gets_the_queued_rows(tmp_path: Path) -> None:
+    blocked = tmp_path / "mnt"
+    blocked.write_text("not a directory yet")
+    db = blocked / "s.db"
+    errors: list[Exception] = []
+    store = WriteBehindStore(
+        opener=lambda: SQLiteStore(db, timeout_seconds=0.1),
+        on_error=errors.append,
+        max_backoff_seconds=0.2,
+    )
+    rows = [record() for _ in range(10)]
+    for r in rows:
+        store.save_prediction(r)
+    assert store.inner is None and store.problem() is not None
+    wait_for(lambda: len(errors) >= 2, "the open is retried and each failure counted")
+    with pytest.raises(StoreError):
+        store.save_feedback(FeedbackRecord(rows[0].id, ["python"], 1.0, 1.0, 0))
+    blocked.unlink()
+    blocked.mkdir()
+    wait_for(lambda: store.pending == 0 and store.problem() is None, "opened and written")
+    assert SQLiteStore(db).count() == 10
+    store.close()
+
+
+def test_a_locked_store_never_stalls_the_caller_and_feedback_fails_fast(tmp_path: Path) -> None:
+    store = WriteBehindStore(
+        SQLiteStore(tmp_path / "s.db", busy_timeout_seconds=0.02),
+        max_backoff_seconds=0.5,
+        writer_busy_timeout_seconds=0.5,
+    )
+    first = record()
+    store.save_prediction(first)
+    assert store.flush(timeout=5)
+    blocker = sqlite3.connect(tmp_path / "s.db")
+    blocker.execute("BEGIN EXCLUSIVE")
+    slowest = 0.0
+    for _ in range(1000):
+        t0 = time.perf_counter()
+        store.save_prediction(record())
+        slowest = max(slowest, time.perf_counter() - t0)
+    assert slowest < 0.05, f"a save took {slowest * 1e3:.0f} ms while the store was locked"
+    wait_for(lambda: store.problem() is not None, "writes reported failing")
+    queued = next(iter(store._pending))
+    t0 = time.perf_counter()
+    with pytest.raises(StoreError):
+        store.save_feedback(FeedbackRecord(queued, ["python"], 1.0, 1.0, 0))
+    assert time.perf_counter() - t0 < 0.1
+    blocker.rollback()
+    blocker.close()
+    wait_for(lambda: store.pending == 0 and store.problem() is None, "written after the lock")
+    assert SQLiteStore(tmp_path / "s.db").count() == 1001
+    assert store.save_feedback(FeedbackRecord(queued, ["python"], 1.0, 1.0, 0)) is True
+    store.close()
+
+
+def test_a_store_file_replaced_under_the_writer_is_reopened(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    store = WriteBehindStore(SQLiteStore(db))
+    store.save_prediction(record())
+    assert store.flush(timeout=5)
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"s.db{suffix}").unlink(missing_ok=True)  # e.g. a restore or a mistake
+    rows = [record() for _ in range(5)]
+    for r in rows:
+        store.save_prediction(r)
+    wait_for(lambda: SQLiteStore(db).count() == 5, "rows written into the new file")
+    store.close()
+
+
+def test_spool_lines_roundtrip() -> None:
+    r = record()
+    r.title = "python \ud800 ü"
+    assert decode_record(encode_record(r)) == r

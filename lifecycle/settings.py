@@ -1,0 +1,73 @@
+"""Settings of the lifecycle process and CLI (``TAGWATCH_`` environment prefix)."""
+
+from __future__ import annotations
+
+from pydantic import field_validator
+
+from tagger.settings import TagwatchSettings
+
+
+class LifecycleSettings(TagwatchSettings):
+    """Retraining window, hold-out, gate rules, schedule and webhook; built once per process.
+
+    Each gate rule has its own switch (``gate_require_*``) so one can be turned off without
+    touching the others.
+    """
+
+    store_url: str = "sqlite:///var/tagwatch.sqlite3"
+    # training set: questions with feedback served in the last N days (or --since/--until)
+    retrain_window_days: float = 90.0
+    retrain_with_original: bool = False
+    retrain_k: int = 100
+    # at least this many labelled questions in the window, or the retrain is skipped
+    retrain_min_labelled: int = 500
+    # hold-out: the most recent slice by time; a share of the window, or N days when set
+    holdout_share: float = 0.2
+    holdout_days: float | None = None
+    # decision-rule tuning slice, just before the hold-out (share of what remains)
+    tuning_share: float = 0.15
+    # the gate
+    gate_require_jaccard_gain: bool = True
+    gate_min_jaccard_gain: float = 0.01
+    gate_require_coverage: bool = True
+    gate_max_coverage_drop: float = 0.0
+    gate_require_min_rows: bool = True
+    gate_min_holdout_rows: int = 200
+    # share of the validation→live Jaccard gap the challenger must recover to call it data drift
+    concept_drift_min_recovery: float = 0.5
+    # the service: schedule (UTC crontab, weekly by default), webhook, HTTP
+    retrain_cron: str = "0 3 * * 0"
+    webhook_alerts: tuple[str, ...] = ("DataDriftDetected", "JaccardLow")
+    webhook_debounce_seconds: float = 3600.0
+    webhook_min_new_labelled: int = 500
+    misfire_grace_seconds: int = 3600
+    host: str = "127.0.0.1"
+    port: int = 8003
+
+    @field_validator("holdout_days")
+    @classmethod
+    def _positive_days(cls, v: float | None) -> float | None:
+        if v is not None and v <= 0:
+            raise ValueError("must be greater than 0 (unset: use holdout_share)")
+        return v
+
+    @field_validator("holdout_share", "tuning_share")
+    @classmethod
+    def _share(cls, v: float) -> float:
+        if not 0.0 < v < 1.0:
+            raise ValueError("must be between 0 and 1 (exclusive)")
+        return v
+
+    @field_validator("retrain_window_days", "webhook_debounce_seconds")
+    @classmethod
+    def _non_negative(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError("must not be negative")
+        return v
+
+    @field_validator("retrain_k", "retrain_min_labelled", "gate_min_holdout_rows")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be at least 1")
+        return v
