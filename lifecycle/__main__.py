@@ -16,6 +16,7 @@ from lifecycle.settings import LifecycleSettings
 COMMANDS = {
     "promote": ("lifecycle.promote", "move the champion alias to a version (rollback included)"),
     "versions": ("lifecycle.promote", "list the registered versions and their aliases"),
+    "register": ("lifecycle.register", "register the model on disk (models/LATEST) in MLflow"),
     "retrain": ("lifecycle.retrain", "train a challenger from the store's feedback, gate it"),
     "serve": ("lifecycle.service", "scheduled retraining, Alertmanager webhook, /metrics"),
 }

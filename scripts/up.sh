@@ -96,13 +96,18 @@ fi
 
 # --- the model --------------------------------------------------------------------------
 # the first run trains, registers version 1 in MLflow and makes it champion (tagger.train does
-# both when there is no champion); the predictor then serves models:/tagwatch@champion
+# both when there is no champion); a model already on disk but missing from the registry is
+# registered as it is (not retrained); the predictor then serves models:/tagwatch@champion
 need_model=""
 if [ ! -f "$TAGWATCH_MODELS_DIR/LATEST" ]; then
   need_model="no model in $TAGWATCH_MODELS_DIR"
 elif [ "${TAGWATCH_FOLLOW_REGISTRY:-true}" != false ]; then
   if versions="$(python -m lifecycle versions --json 2>/dev/null)"; then
-    grep -q '"champion"' <<<"$versions" || need_model="no champion in $TAGWATCH_MLFLOW_TRACKING_URI"
+    if ! grep -q '"champion"' <<<"$versions"; then
+      echo "no champion in $TAGWATCH_MLFLOW_TRACKING_URI: registering the model on disk"
+      python -m lifecycle register 2>>"$STACK_LOG.mlflow-init" \
+        || { echo "error: registering the model failed (see $STACK_LOG.mlflow-init)" >&2; exit 1; }
+    fi
   else
     echo "warning: MLflow ($TAGWATCH_MLFLOW_TRACKING_URI) unreachable: serving the cached model" >&2
   fi

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,31 @@ from tagger.settings import TagwatchSettings
 from tagger.train import TrainConfig, train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every process a test starts gets a throwaway MLflow and does not follow a registry.
+
+    Without this a predictor started with a partial environment would resolve the champion of
+    the repository's own ``var/mlflow`` (the defaults are relative to the working directory)
+    and rewrite the shared test model's ``LATEST``. Tests of the registry set their own URI
+    and ``TAGWATCH_FOLLOW_REGISTRY=true``.
+    """
+    root = tmp_path_factory.mktemp("mlflow-default")
+    defaults = {
+        "TAGWATCH_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "TAGWATCH_MLFLOW_ARTIFACTS_DIR": str(root / "artifacts"),
+        "TAGWATCH_FOLLOW_REGISTRY": "false",
+    }
+    saved = {k: os.environ.get(k) for k in defaults}
+    os.environ.update(defaults)
+    yield root
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

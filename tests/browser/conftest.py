@@ -84,9 +84,11 @@ def demo(
     t0 = time.monotonic()
     tmp = tmp_path_factory.mktemp("browser-stack")
     services = load_services()
+    models = tmp / "models"  # a copy: make up registers it in the stack's own MLflow
+    shutil.copytree(models_dir, models)
     stack = make_stack(
         tmp,
-        models_dir,
+        models,
         free_ports([s.name for s in services]),
         {
             "TAGWATCH_DATA_DIR": str(tagwatch_settings.data_dir),

@@ -34,10 +34,16 @@ def test_stack_on_non_default_ports(tmp_path: Path, models_dir: Path) -> None:
     # a copy of the model: this test deletes it while the stack runs
     models = tmp_path / "models"
     shutil.copytree(models_dir, models)
-    stack = make_stack(tmp_path, models, ports)
+    # as `make up` runs it: the predictor follows the stack's own MLflow registry
+    stack = make_stack(tmp_path, models, ports, {"TAGWATCH_FOLLOW_REGISTRY": "true"})
     up = stack.script("up.sh")
     try:
         assert up.returncode == 0, up.stdout + up.stderr + stack.log_tail()
+        # the model on disk is registered as the champion as it is, not retrained
+        assert "registering the model on disk" in up.stdout and "training" not in up.stdout
+        assert sorted(p.name for p in models.iterdir()) == sorted(
+            p.name for p in models_dir.iterdir()
+        )
         # the printed URLs are the moved ports, and each opens
         for s in services:
             assert f"127.0.0.1:{ports[s.name]}" in up.stdout, (s.name, up.stdout)
@@ -72,9 +78,11 @@ def test_stack_on_non_default_ports(tmp_path: Path, models_dir: Path) -> None:
 
 
 def test_up_fails_fast_with_the_readyz_reason(tmp_path: Path, models_dir: Path) -> None:
+    models = tmp_path / "models"  # a copy: make up registers it in this stack's own MLflow
+    shutil.copytree(models_dir, models)
     stack = make_stack(
         tmp_path,
-        models_dir,
+        models,
         free_ports([s.name for s in load_services()]),
         {"TAGWATCH_STORE_URL": "sqlite://var/x.sqlite3"},  # two slashes: a permanent problem
     )

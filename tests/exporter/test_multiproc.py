@@ -16,6 +16,7 @@ from tests.processes import metric_value
 
 def _write_as_worker(directory: Path, pid: int, n: int) -> None:
     """Metric files exactly as a worker with ``pid`` writes them (the real mmap classes)."""
+    original = pc_values.ValueClass  # restored as it was: later tests run single-process
     pc_values.ValueClass = pc_values.MultiProcessValue(lambda: pid)
     try:
         r = CollectorRegistry()
@@ -27,7 +28,7 @@ def _write_as_worker(directory: Path, pid: int, n: int) -> None:
             h.observe(0.05)
         g.set(n)
     finally:
-        pc_values.ValueClass = pc_values.get_value_class()
+        pc_values.ValueClass = original
 
 
 def _collect(directory: Path) -> str:

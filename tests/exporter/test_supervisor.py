@@ -67,10 +67,10 @@ def test_pointer_and_worker_reports(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "follows"),
     [
-        ({}, True),
+        ({"follow_registry": True}, True),
         ({"follow_registry": False}, False),
-        ({"mlflow_tracking_uri": ""}, False),
-        ({"model_version": "20110101T000000Z"}, False),
+        ({"follow_registry": True, "mlflow_tracking_uri": ""}, False),
+        ({"follow_registry": True, "model_version": "20110101T000000Z"}, False),
     ],
 )
 def test_follows_registry(env: dict[str, object], follows: bool) -> None:
