@@ -10,6 +10,13 @@ export TAGWATCH_DEMO=1
 source "$(dirname "${BASH_SOURCE[0]}")/stack-env.sh"
 cd "$STACK_ROOT"
 
+# The demo shows the alert emails first, then the retrain (by hand, at the end): a retrain fired
+# by the webhook at the first DataDriftDetected promotes a new version at once, the drift job then
+# judges that version against its own baseline, and the drift alert resolves before Alertmanager
+# sends its email. DEMO_WEBHOOK=1 keeps the webhook (the retrain fires from the alerts).
+if [ -z "${DEMO_WEBHOOK:-}" ]; then
+  export TAGWATCH_LIFECYCLE_WEBHOOK_URL=""
+fi
 RATE="${DEMO_RATE:-25}"
 TIMEOUT="${DEMO_ALERT_TIMEOUT:-600}"
 
@@ -19,6 +26,11 @@ case "$STACK_VAR" in
   "$STACK_ROOT"/var/*) rm -rf "$STACK_VAR" ;;
   *) echo "error: refusing to wipe STACK_VAR=$STACK_VAR (not under $STACK_ROOT/var)" >&2; exit 1 ;;
 esac
+# the demo's retrain promotes a new version: it works on a copy of models/, so the model that
+# `make up` serves is never changed by a demo
+export TAGWATCH_MODELS_DIR="$STACK_VAR/models"
+mkdir -p "$STACK_VAR"
+cp -a "$STACK_ROOT/models" "$TAGWATCH_MODELS_DIR"
 "$STACK_ROOT/scripts/up.sh"
 start_mails=0
 
@@ -72,7 +84,7 @@ echo "== the retrain: fired by the alerts through Alertmanager's webhook (or now
 # the lifecycle service retrains when DataDriftDetected / JaccardLow reach its webhook; its
 # summary line holds the Jaccard of the 2011 champion and of the challenger on the same, latest
 # labelled questions (before -> after)
-if ! python - "http://127.0.0.1:${STACK_PORT_LIFECYCLE:-8003}" "${DEMO_RETRAIN_WAIT:-180}" <<'PY'
+if ! python - "http://127.0.0.1:${STACK_PORT_LIFECYCLE:-8003}" "${DEMO_RETRAIN_WAIT:-$([ -n "${DEMO_WEBHOOK:-}" ] && echo 180 || echo 0)}" <<'PY'
 import json, sys, time, urllib.request
 url, deadline = sys.argv[1], time.monotonic() + float(sys.argv[2])
 while time.monotonic() < deadline:
