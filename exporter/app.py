@@ -136,6 +136,19 @@ def feedback() -> tuple[Response, int]:
         raise ApiError(503, "the prediction store is unavailable; retry later") from exc
 
 
+RECENT_ID_SECONDS = 30.0
+
+
+def _minted_recently(prediction_id: str, seconds: float = RECENT_ID_SECONDS) -> bool:
+    """Ids start with their nanosecond timestamp (store.new_prediction_id): a missing id minted
+    seconds ago is in flight, not unknown."""
+    try:
+        minted = int(prediction_id[:16], 16) / 1e9
+    except ValueError:
+        return False
+    return 0.0 <= time.time() - minted <= seconds
+
+
 def _record_feedback(s: Services, store: PredictionStore, req: FeedbackRequest) -> dict[str, Any]:
     """Score and store feedback once; the same feedback again is acknowledged, not counted."""
     prediction = store.get_prediction(req.prediction_id)
@@ -146,6 +159,9 @@ def _record_feedback(s: Services, store: PredictionStore, req: FeedbackRequest) 
         # another worker may have served it a moment ago and not yet written it
         time.sleep(FEEDBACK_RETRY_SECONDS)
         prediction = store.get_prediction(req.prediction_id)
+    if prediction is None and _minted_recently(req.prediction_id):
+        # a fresh id may still sit in another worker's queue (a slow or locked store): retry
+        raise StoreError("that prediction is not written yet")
     if prediction is None:
         raise ApiError(404, f"unknown prediction_id: {req.prediction_id}", "prediction_id")
     previous = store.get_feedback(req.prediction_id)

@@ -126,6 +126,18 @@ def test_unknown_prediction_id_is_404(client: FlaskClient) -> None:
     assert resp.status_code == 404
     assert resp.get_json()["field"] == "prediction_id"
     assert client.get("/predictions/nope", headers=AUTH).status_code == 404
+    old = f"{10**18:016x}{'0' * 16}"  # minted in 2001: unknown
+    resp = client.post("/feedback", json={"prediction_id": old, "tags": ["python"]})
+    assert resp.status_code == 404
+
+
+def test_feedback_for_a_fresh_unwritten_id_says_retry(client: FlaskClient) -> None:
+    """An id minted seconds ago may sit in another worker's queue: 503 + Retry-After, not 404."""
+    from store import new_prediction_id
+
+    resp = client.post("/feedback", json={"prediction_id": new_prediction_id(), "tags": ["x"]})
+    assert resp.status_code == 503 and resp.headers.get("Retry-After")
+    assert "error" in resp.get_json()
 
 
 @pytest.mark.parametrize(
