@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# run as a script: its own folder is on the import path (tests load both files by path)
 from demo_prometheus import DEMO_ALERTS, shorten
 
 ROOT = Path(__file__).resolve().parents[1]

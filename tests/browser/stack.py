@@ -19,16 +19,22 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def stack_config() -> Any:
-    """scripts/stack_config.py as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "stack_config", REPO_ROOT / "scripts" / "stack_config.py"
-    )
+def _script_module(name: str) -> Any:
+    """scripts/<name>.py as a module (scripts/ is not a package)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("stack_config", module)  # dataclasses look their module up
+    sys.modules[name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def stack_config() -> Any:
+    """scripts/stack_config.py, with the demo_prometheus.py it imports loaded first."""
+    _script_module("demo_prometheus")
+    return _script_module("stack_config")
 
 
 @dataclass
