@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tagger.artefact import ArtefactError, resolve_version
 from tagger.settings import TagwatchSettings
+from tagger.train import add_promote_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,12 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="latest",
         help="artefact folder under the models folder (default: the one models/LATEST names)",
     )
-    parser.add_argument(
-        "--promote",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="make it champion: auto = only when there is no champion yet",
-    )
+    add_promote_option(parser)
 
 
 def run(args: argparse.Namespace, settings: TagwatchSettings) -> int:

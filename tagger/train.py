@@ -305,6 +305,16 @@ def train(config: TrainConfig) -> Path:
     return out
 
 
+def add_promote_option(parser: argparse.ArgumentParser) -> None:
+    """``--promote``: the same choice for a training and for registering a model on disk."""
+    parser.add_argument(
+        "--promote",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="make the new version champion: auto = only when there is no champion yet",
+    )
+
+
 def parse_args(
     argv: Sequence[str] | None, settings: TagwatchSettings
 ) -> tuple[TrainConfig, argparse.Namespace]:
@@ -322,12 +332,7 @@ def parse_args(
         action="store_false",
         help="no MLflow run, no registration (the artefact becomes models/LATEST at once)",
     )
-    p.add_argument(
-        "--promote",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="make the new version champion: auto = only when there is no champion yet",
-    )
+    add_promote_option(p)
     a = p.parse_args(argv)
     try:
         cutoff = pd.Timestamp(a.cutoff, tz="UTC")
