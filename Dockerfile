@@ -33,7 +33,8 @@ COPY scripts/docker-entrypoint.sh /usr/local/bin/tagwatch-entrypoint
 RUN chmod 0755 /usr/local/bin/tagwatch-entrypoint \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/tagwatch --shell /usr/sbin/nologin tagwatch \
     && mkdir -p /var/lib/tagwatch/models /var/lib/tagwatch/store /var/lib/tagwatch/reports \
-       /var/lib/tagwatch/var /var/lib/tagwatch/alertmanager /var/lib/tagwatch/mlflow /data \
+       /var/lib/tagwatch/var /var/lib/tagwatch/alertmanager /var/lib/tagwatch/mlflow \
+       /var/lib/tagwatch/spool /data \
     && chown -R tagwatch:tagwatch /var/lib/tagwatch
 
 # Paths inside the container; the named volumes of docker-compose.yml mount over them.

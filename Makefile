@@ -6,12 +6,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export TAGWATCH_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: help install model up serve down demo test lint format bench clean
+.PHONY: help install model up up-fleet serve down demo test lint format bench clean
 
 help:
 	@echo "make up      train the model if needed, start the stack, print the URLs"
+	@echo "make up-fleet  the same with a throwaway PostgreSQL store and two predictor replicas"
 	@echo "make serve   only the predictor, in the foreground"
-	@echo "make down    stop the stack started by make up"
+	@echo "make down    stop the stack started by make up (or up-fleet, demo)"
 	@echo "make demo    make up + replay real 2011→2020 questions (drift and alerts fire)"
 	@echo "make test    install if needed, then lint + the whole test suite"
 	@echo "make lint    ruff, ruff format --check, mypy, promtool/amtool/compose/workflow checks"
@@ -35,6 +36,10 @@ serve: install model
 
 up: install
 	bash scripts/up.sh
+
+# the fleet (docs/scaling.md): PostgreSQL (Debian's postgresql-15) + two predictor replicas
+up-fleet: install
+	STACK_FLEET=1 bash scripts/up.sh
 
 down:
 	bash scripts/down.sh
@@ -61,6 +66,7 @@ bench: install model
 	$(PY) benchmarks/predictor.py
 	$(PY) -m benchmarks.drift
 	$(PY) -m benchmarks.lifecycle
+	$(PY) -m benchmarks.stores
 
 clean:
 	rm -rf $(VENV) var reports .mypy_cache .ruff_cache .pytest_cache

@@ -14,7 +14,9 @@ import yaml
 
 from alerting.settings import AlertingSettings
 
-# PredictorDown makes these meaningless for the same job: silence them while it fires.
+# With every replica of the predictor down (PredictorFleetDown: the only one, or all of a fleet)
+# these mean nothing for the same job: silence them while it fires. Not PredictorDown, which
+# fires per replica: one replica down of several must not silence the fleet's quality alerts.
 INHIBITED_BY_PREDICTOR_DOWN = (
     "PredictorHighErrorRate",
     "PredictorLatencySLOBurnFast",
@@ -150,7 +152,7 @@ def _inhibit_rules() -> list[dict[str, Any]]:
     """Alerts that say nothing new while a more fundamental one fires for the same job."""
     return [
         {
-            "source_matchers": ['alertname="PredictorDown"'],
+            "source_matchers": ['alertname="PredictorFleetDown"'],
             "target_matchers": ['alertname=~"' + "|".join(INHIBITED_BY_PREDICTOR_DOWN) + '"'],
             "equal": ["job"],
         },

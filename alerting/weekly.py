@@ -38,6 +38,7 @@ from alerting.prom import PrometheusClient, PrometheusError, Series
 from alerting.settings import AlertingSettings
 from exporter.signing import read_secret, signed_query
 from store import PredictionStore, open_store
+from store.retention import prune_reports
 
 log = logging.getLogger("alerting.weekly")
 
@@ -558,6 +559,8 @@ def write_report(settings: AlertingSettings, report: WeeklyReport, rendered: Ren
     path = settings.reports_dir / f"{report.end:%Y-%m-%d}.html"
     path.write_text(rendered.html_file, encoding="utf-8")
     path.with_suffix(".txt").write_text(rendered.text, encoding="utf-8")
+    # dated reports quote stored questions: kept as long as their text (TAGWATCH_RETENTION_DAYS)
+    prune_reports(settings.reports_dir, settings.retention_days, report.end.date())
     return path
 
 

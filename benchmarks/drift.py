@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tagger.model import FEATURE_COLUMNS
+from tagger.columns import FEATURE_COLUMNS
 
 FEATURES = list(FEATURE_COLUMNS)
 TAGS = [

@@ -53,26 +53,10 @@ def rss_mb(pid: int) -> float:
 
 def train_two(data: Path, out: Path, quick: bool) -> list[Path]:
     """Two real models (K=100 and K=120) from the same data load."""
-    from tagger.data import load_questions
-    from tagger.train import TrainConfig, fit_artefact, split_by_time, write_result
+    from tagger.train import train_variants
 
-    df = load_questions(data)
-    rows = 4000 if quick else None
-    paths = []
-    for k in (100, 120):
-        config = TrainConfig(
-            data_path=data,
-            output_dir=out,
-            k=k,
-            max_train_rows=rows,
-            version=f"bench-k{k}",
-            progress=False,
-            set_latest=False,
-        )
-        split = split_by_time(df, config.cutoff, config.validation_share, rows)
-        result = fit_artefact(split.train, split.validation, config)
-        paths.append(write_result(result, out, set_latest=False))
-    return paths
+    versions = train_variants(data, out, (100, 120), 4000 if quick else None, prefix="bench-k")
+    return list(versions.values())
 
 
 def served_versions(url: str) -> set[str]:

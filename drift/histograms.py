@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tagger.model import NO_TAG
+from tagger.columns import NO_TAG
 
 # Fixed bin widths (origin 0): coarse enough that one bin holds a meaningful share of questions.
 NUMERIC_BIN_WIDTHS: dict[str, float] = {

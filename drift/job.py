@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import html
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
 
+from drift import sqlcounts
 from drift.assets import install_assets, localize_links
 from drift.histograms import (
     baseline_counts,
@@ -27,6 +29,7 @@ from drift.settings import DriftSettings
 from drift.state import DriftState, load_state, save_state
 from drift.versions import rows_of_version
 from store import PredictionStore, StoreError, open_store
+from store.retention import prune_reports
 from tagger.artefact import BASELINE_FILE, ArtefactError, load_baseline, read_card, resolve_version
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,8 @@ class RunResult:
     values: dict[str, float] = field(default_factory=dict)
     report_path: Path | None = None
     duration_seconds: float = 0.0
+    count_seconds: float = 0.0  # of which reading and counting the new rows
+    counts_path: str = ""  # "sql" or "pandas"
 
 
 def _sha256(path: Path) -> str:
@@ -291,12 +296,20 @@ def _run(
     end_tb = now.value // bin_ns  # the current bin is partial: never read nor judged
     start_tb = (now.value - settings.window_days * DAY_NS) // bin_ns + 1
     model = _served_model(settings)
-    state, after_seq, new_rows = _update_counts(settings, store, model, start_tb, end_tb)
+    t0 = time.perf_counter()
+    state, after_seq, new_rows, path = _update_counts(settings, store, model, start_tb, end_tb)
+    count_seconds = time.perf_counter() - t0
 
     enough = settings.min_rows_per_bin
     full = [(tb, b) for tb, b in sorted(state.bins.items()) if b["rows"] >= enough]
     judged = dict(full[-settings.max_bins :])  # short demo bins: keep the report readable
-    result = RunResult(ok=True, new_rows=new_rows, bins_dropped=len(state.bins) - len(full))
+    result = RunResult(
+        ok=True,
+        new_rows=new_rows,
+        bins_dropped=len(state.bins) - len(full),
+        count_seconds=count_seconds,
+        counts_path=path,
+    )
     log.info(
         "read %d new rows (seq > %d); %d complete bins in the window, %d with fewer than %d rows",
         new_rows,
@@ -334,10 +347,10 @@ def _update_counts(
     model: _ServedModel,
     start_tb: int,
     end_tb: int,
-) -> tuple[DriftState, int, int]:
+) -> tuple[DriftState, int, int, str]:
     """Add the store's new rows to the saved counts, keep the window's bins, save the state.
 
-    Returns the state, the ``seq`` read after and the number of new rows."""
+    Returns the state, the ``seq`` read after, the number of new rows and the path used."""
     own_store = store is None
     # a reader: read-only, and a missing store is an error, never a new empty file
     store = open_store(settings.store_url, readonly=True) if store is None else store
@@ -349,15 +362,64 @@ def _update_counts(
             store.close()
         raise
     after_seq = state.last_seq
+    pending: dict[int, Any] = {}
     try:
-        new_rows, last_seq = _count_new_rows(settings, store, model, state, start_tb, end_tb)
+        source = _sql_source(settings, store)
+        if source is None:
+            new_rows, last_seq = _count_new_rows(settings, store, model, state, start_tb, end_tb)
+        else:
+            new_rows, last_seq, pending = _count_new_rows_sql(
+                settings, source, model, state, start_tb, end_tb
+            )
     finally:
         if own_store:
             store.close()
     state.last_seq = last_seq
     state.bins = {tb: b for tb, b in state.bins.items() if start_tb <= tb < end_tb}
     save_state(settings.state_dir, state)
-    return state, after_seq, new_rows
+    if pending:  # counted for this run's judgement, not remembered (drift/sqlcounts.py)
+        bins = merge(copy.deepcopy(state.bins), pending)
+        state = replace(state, bins={tb: b for tb, b in bins.items() if start_tb <= tb < end_tb})
+    return state, after_seq, new_rows, "pandas" if source is None else "sql"
+
+
+def _sql_source(settings: DriftSettings, store: PredictionStore) -> sqlcounts.Source | None:
+    """Where the per-bin counts are computed: the database (a source) or pandas (None)."""
+    if settings.drift_counts == "pandas" or not sqlcounts.supports_bin(settings.bin_ns):
+        return None
+    # "sql" and "auto": the database's GROUP BY is faster than reading rows into pandas on
+    # PostgreSQL and on SQLite alike (benchmarks/drift_scale.py); pandas for other stores
+    return sqlcounts.source_for(store)
+
+
+def _count_new_rows_sql(
+    settings: DriftSettings,
+    source: sqlcounts.Source,
+    model: _ServedModel,
+    state: DriftState,
+    start_tb: int,
+    end_tb: int,
+) -> tuple[int, int, dict[int, Any]]:
+    """As :func:`_count_new_rows`, in the database: (rows counted, new last seq, pending)."""
+    version = str(model.card.get("version"))
+    counts = sqlcounts.count_new_rows(
+        source,
+        start_ns=start_tb * settings.bin_ns,
+        end_ns=end_tb * settings.bin_ns,
+        bin_ns=settings.bin_ns,
+        after_seq=state.last_seq,
+        categories=model.categories,
+        exclude_versions=sqlcounts.other_versions(version, settings.models_dir),
+    )
+    merge(state.bins, counts.settled)
+    log.info(
+        "counted in SQL: %d rows (%d remembered up to seq %d) in %.2f s",
+        counts.rows,
+        sum(b["rows"] for b in counts.settled.values()),
+        counts.horizon,
+        sum(counts.seconds.values()),
+    )
+    return counts.rows, counts.horizon, counts.pending
 
 
 def _count_new_rows(
@@ -451,6 +513,8 @@ def _write_report(
     _write_atomic(report, html_text)
     _write_atomic(reports_dir / "latest.html", html_text)
     result.report_path = report
+    # dated reports follow the stored questions' retention (TAGWATCH_RETENTION_DAYS)
+    prune_reports(reports_dir, settings.retention_days, now.date())
     red = sorted(f for f, s in j.statuses.items() if s[0] == 2)
     yellow = sorted(f for f, s in j.statuses.items() if s[0] == 1)
     log.info(

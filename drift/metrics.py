@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from tagger.model import FEATURE_COLUMNS
+from tagger.columns import FEATURE_COLUMNS
 
 FEATURES = (*FEATURE_COLUMNS, "unknown_feedback_tags_ratio")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 from pydantic import field_validator
@@ -34,6 +35,10 @@ class DriftSettings(TagwatchSettings):
     # share of user tags unknown to the model, absolute rise over the validation share
     yellow_unknown_tags_rise: float = 0.05
     red_unknown_tags_rise: float = 0.10
+    # per-bin counts: "sql" = GROUP BY in the database (drift/sqlcounts.py), "pandas" = rows
+    # read into pandas (the reference path); "auto" = SQL when the store and the bin width
+    # allow it (faster on both backends: benchmarks/drift_scale.py)
+    drift_counts: Literal["auto", "sql", "pandas"] = "auto"
     # True: the report links its JavaScript/CSS (small file); False: embeds them (~+4 MB)
     report_online: bool = True
     # linked assets from public CDNs instead of the local copy in <reports_dir>/assets

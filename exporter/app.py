@@ -6,7 +6,9 @@ import atexit
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
@@ -30,12 +32,12 @@ from store import (
     open_store,
     spool_dir_for,
 )
+from store.retention import run_retention
 from tagger.artefact import Artefact, ArtefactError, load_artefact
 from tagger.metrics import coverage, jaccard
 
 log = logging.getLogger("exporter")
 bp = Blueprint("predictor", __name__)
-FEEDBACK_RETRY_SECONDS = 0.1
 RETRY_AFTER_SECONDS = 2  # sent with every 503: the store retries writes at least this often
 # a request thread waits this long for another writer's lock; the store's writer thread 1 s
 REQUEST_BUSY_TIMEOUT_SECONDS = 0.02
@@ -127,57 +129,80 @@ def feedback() -> tuple[Response, int]:
             raise ApiError(503, "feedback needs the prediction store, which is disabled")
         raise ApiError(503, f"the prediction store is unavailable: {s.store_error}")
     try:
-        return jsonify(_record_feedback(s, s.store, req)), 200
+        body, status = _record_feedback(s, s.store, req)
     except ApiError:
         raise
     except Exception as exc:
         log.exception("store: feedback for %s not saved", req.prediction_id)
         s.metrics.observe_store_error()
         raise ApiError(503, "the prediction store is unavailable; retry later") from exc
+    return jsonify(body), status
 
 
-RECENT_ID_SECONDS = 30.0
+# an id minted up to this far in the future is another host's clock running ahead
+CLOCK_SKEW_SECONDS = 60.0
 
 
-def _minted_recently(prediction_id: str, seconds: float = RECENT_ID_SECONDS) -> bool:
-    """Ids start with their nanosecond timestamp (store.new_prediction_id): a missing id minted
-    seconds ago is in flight, not unknown."""
+def _minted_within(prediction_id: str, seconds: float) -> bool:
+    """Ids are 32 hex digits starting with their nanosecond timestamp (store.new_prediction_id):
+    a missing id minted within the pending window may be in flight (another worker's queue,
+    another replica's spool), not unknown."""
+    if len(prediction_id) != 32:
+        return False
     try:
         minted = int(prediction_id[:16], 16) / 1e9
+        int(prediction_id[16:], 16)
     except ValueError:
         return False
-    return 0.0 <= time.time() - minted <= seconds
+    return -CLOCK_SKEW_SECONDS <= time.time() - minted <= seconds
 
 
-def _record_feedback(s: Services, store: PredictionStore, req: FeedbackRequest) -> dict[str, Any]:
-    """Score and store feedback once; the same feedback again is acknowledged, not counted."""
+def score_feedback(predicted: Sequence[str], tags: Sequence[str]) -> tuple[float, float]:
+    """(coverage, jaccard) of user tags against the predicted ones."""
+    return coverage(predicted, tags), jaccard(predicted, tags)
+
+
+def _record_feedback(
+    s: Services, store: PredictionStore, req: FeedbackRequest
+) -> tuple[dict[str, Any], int]:
+    """Score and store feedback once (200); the same feedback again is acknowledged, not
+    counted. Feedback for a recent prediction this process cannot see yet is kept pending
+    (202): the writers store and count it once the prediction arrives."""
     prediction = store.get_prediction(req.prediction_id)
     if prediction is None and s.writer is not None and (problem := s.writer.problem()):
         # another worker may hold it queued: the store, not the id, is the problem (503)
         raise StoreError(f"prediction not found while the store is failing ({problem})")
+    n_unknown = sum(1 for t in req.tags if t not in s.vocabulary)
     if prediction is None:
-        # another worker may have served it a moment ago and not yet written it
-        time.sleep(FEEDBACK_RETRY_SECONDS)
-        prediction = store.get_prediction(req.prediction_id)
-    if prediction is None and _minted_recently(req.prediction_id):
-        # a fresh id may still sit in another worker's queue (a slow or locked store): retry
-        raise StoreError("that prediction is not written yet")
-    if prediction is None:
-        raise ApiError(404, f"unknown prediction_id: {req.prediction_id}", "prediction_id")
+        if not _minted_within(req.prediction_id, s.settings.feedback_pending_seconds):
+            raise ApiError(404, f"unknown prediction_id: {req.prediction_id}", "prediction_id")
+        outcome = store.save_pending_feedback(req.prediction_id, req.tags, n_unknown, time.time())
+        if outcome == "conflict":
+            raise ApiError(
+                409, f"prediction {req.prediction_id} already has different feedback", "tags"
+            )
+        pending: dict[str, Any] = {"status": "pending", "prediction_id": req.prediction_id}
+        if outcome == "duplicate":
+            s.metrics.observe_duplicate_feedback()
+            pending["duplicate"] = True
+        else:
+            s.metrics.observe_pending_feedback()
+        return pending, 202
     previous = store.get_feedback(req.prediction_id)
     if previous is None:
+        cov, jac = score_feedback(prediction.tags, req.tags)
         record = FeedbackRecord(
             prediction_id=req.prediction_id,
             tags=req.tags,
-            coverage=coverage(prediction.tags, req.tags),
-            jaccard=jaccard(prediction.tags, req.tags),
-            n_unknown_tags=sum(1 for t in req.tags if t not in s.vocabulary),
+            coverage=cov,
+            jaccard=jac,
+            n_unknown_tags=n_unknown,
         )
         if store.save_feedback(record):
             s.metrics.observe_feedback(
                 record.coverage, record.jaccard, len(record.tags), record.n_unknown_tags
             )
-            return {"coverage": record.coverage, "jaccard": record.jaccard}
+            return {"coverage": record.coverage, "jaccard": record.jaccard}, 200
         previous = store.get_feedback(req.prediction_id)  # another worker won the race
         if previous is None:
             raise StoreError("feedback neither inserted nor found")
@@ -187,7 +212,7 @@ def _record_feedback(s: Services, store: PredictionStore, req: FeedbackRequest) 
             409, f"prediction {req.prediction_id} already has different feedback", "tags"
         )
     s.metrics.observe_duplicate_feedback()
-    return {"coverage": previous.coverage, "jaccard": previous.jaccard, "duplicate": True}
+    return {"coverage": previous.coverage, "jaccard": previous.jaccard, "duplicate": True}, 200
 
 
 @bp.get("/predictions/<prediction_id>")
@@ -394,6 +419,16 @@ def _load_services(settings: PredictorSettings, registry: CollectorRegistry) -> 
                 on_dead_letter=metrics.observe_dead_letters,
                 on_recovered=metrics.observe_recovered_rows,
                 on_backlog=metrics.set_store_backlog,
+                feedback_scorer=score_feedback,
+                feedback_pending_seconds=settings.feedback_pending_seconds,
+                on_feedback=metrics.observe_resolved_feedback,
+                retention=partial(
+                    run_retention,
+                    retention_days=settings.retention_days,
+                    feature_retention_days=settings.feature_retention_days,
+                    on_pruned=metrics.observe_pruned,
+                ),
+                retention_interval_seconds=settings.retention_interval_seconds,
             )
             atexit.register(writer.close)  # flush queued rows when the worker exits
         except StoreError as exc:

@@ -136,6 +136,16 @@ class PredictorMetrics:
             buckets=RATIO_BUCKETS,
             registry=r,
         )
+        self.feedback_pending = Counter(
+            "tagwatch_feedback_pending",
+            "Feedback accepted (202) for a prediction not visible yet (another replica's queue).",
+            registry=r,
+        )
+        self.feedback_expired = Counter(
+            "tagwatch_feedback_expired",
+            "Pending feedback dropped: its prediction never arrived within the pending window.",
+            registry=r,
+        )
         self.feedback_tags = Counter(
             "tagwatch_feedback_tags", "Tags chosen by users in feedback.", registry=r
         )
@@ -192,6 +202,16 @@ class PredictorMetrics:
         self.store_recovered = Counter(
             "tagwatch_store_recovered_rows",
             "Predictions replayed from the spool of a worker that died before writing them.",
+            registry=r,
+        )
+        self.store_rows_blanked = Counter(
+            "tagwatch_store_rows_blanked",
+            "Stored questions whose text was blanked by retention (TAGWATCH_RETENTION_DAYS).",
+            registry=r,
+        )
+        self.store_rows_deleted = Counter(
+            "tagwatch_store_rows_deleted",
+            "Stored predictions deleted by retention (TAGWATCH_FEATURE_RETENTION_DAYS).",
             registry=r,
         )
         self.registry_version = Gauge(
@@ -319,6 +339,20 @@ class PredictorMetrics:
     def observe_duplicate_feedback(self) -> None:
         self.feedback_duplicates.inc()
 
+    def observe_pending_feedback(self) -> None:
+        self.feedback_pending.inc()
+
+    def observe_resolved_feedback(self, records: Sequence[Any], expired: int) -> None:
+        """Pending feedback stored by the writer's housekeeping counts like direct feedback."""
+        for f in records:
+            self.observe_feedback(f.coverage, f.jaccard, len(f.tags), f.n_unknown_tags)
+        if expired:
+            self.feedback_expired.inc(expired)
+
+    def observe_pruned(self, blanked: int, deleted: int) -> None:
+        self.store_rows_blanked.inc(blanked)
+        self.store_rows_deleted.inc(deleted)
+
     def observe_store_error(self) -> None:
         self.store_errors.inc()
 
@@ -359,6 +393,15 @@ class NoMetrics(PredictorMetrics):
         pass
 
     def observe_duplicate_feedback(self) -> None:
+        pass
+
+    def observe_pending_feedback(self) -> None:
+        pass
+
+    def observe_resolved_feedback(self, records: Sequence[Any], expired: int) -> None:
+        pass
+
+    def observe_pruned(self, blanked: int, deleted: int) -> None:
         pass
 
     def flush(self) -> None:

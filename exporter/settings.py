@@ -21,8 +21,14 @@ class PredictorSettings(TagwatchSettings):
     metrics_enabled: bool = True
     metrics_flush_seconds: float = Field(default=1.0, gt=0)
     store_enabled: bool = True
-    # rows acknowledged but not yet in the store; default: <store file>-spool/ beside it
+    # rows acknowledged but not yet in the store; default: <store file>-spool/ beside it, or
+    # var/spool for a PostgreSQL store (store.spool_dir_for): a disk of the predictor's host
     store_spool_dir: Path | None = None
+    # feedback for an id minted this recently that no one has stored yet is kept pending (202)
+    # until its prediction arrives (another replica's queue or spool); older unknown ids: 404
+    feedback_pending_seconds: float = Field(default=3600.0, gt=0)
+    # the writer's housekeeping runs retention (store/retention.py) at most this often
+    retention_interval_seconds: float = Field(default=3600.0, gt=0)
     # gunicorn restarts a worker after this many requests (0: never)
     max_requests: int = Field(default=0, ge=0)
     log_level: str = "INFO"

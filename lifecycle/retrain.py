@@ -254,7 +254,10 @@ def _read_labelled(
     own = store is None
     store = open_store(settings.store_url) if store is None else store
     try:
-        return store.labelled(out.since.timestamp(), out.until.timestamp())
+        df = store.labelled(out.since.timestamp(), out.until.timestamp())
+        # rows past TAGWATCH_RETENTION_DAYS keep features and feedback, not their text (a
+        # served title is never empty): nothing to learn from
+        return df[df["title"] != ""].reset_index(drop=True)
     finally:
         if own:
             store.close()

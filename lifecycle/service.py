@@ -193,6 +193,15 @@ def create_app(service: LifecycleService, registry: CollectorRegistry) -> Flask:
         log.info("webhook %s: %s", body["action"], body.get("reason", body.get("alerts")))
         return jsonify(body), status
 
+    @app.post("/retrain")
+    def retrain_now() -> Any:
+        """An operator's "retrain now" (``make demo`` ends with one): no debounce, no minimum of
+        new labels (the gate still decides); its outcome lands in the service's metrics, which
+        the weekly summary reads, unlike a separate ``python -m lifecycle retrain``."""
+        if not service.start_retrain("manual"):
+            return jsonify({"action": "busy", "reason": "a retrain is running"}), 409
+        return jsonify({"action": "started", "status_url": "/healthz"}), 202
+
     @app.get("/metrics")
     def metrics() -> Response:
         return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

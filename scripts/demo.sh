@@ -97,11 +97,26 @@ while time.monotonic() < deadline:
         print(f"retrain fired by {last.get('source')}:\n  {last['line']}")
         sys.exit(0)
     time.sleep(5)
-print("no retrain from the webhook yet: retraining now")
+print("no retrain from the webhook yet: retraining now (POST /retrain)")
 sys.exit(1)
 PY
 then
-  python -m lifecycle retrain || echo "retrain did not promote: see its line above"
+  # through the lifecycle service (POST /retrain), so that its metrics, Prometheus and the weekly
+  # summary below see the retrain like one fired by the webhook
+  curl -fsS -XPOST "http://127.0.0.1:${STACK_PORT_LIFECYCLE:-8003}/retrain" && echo
+  python - "http://127.0.0.1:${STACK_PORT_LIFECYCLE:-8003}" 300 <<'PY' || echo "the retrain did not finish: see $STACK_VAR/log/stack.log"
+import json, sys, time, urllib.request
+url, deadline = sys.argv[1], time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    health = json.load(urllib.request.urlopen(f"{url}/healthz", timeout=5))
+    last = health.get("last") or {}
+    if last.get("source") == "manual" and last.get("line") and not health.get("retrain_running"):
+        print(f"retrain ({last['outcome']}):\n  {last['line']}")
+        sys.exit(0)
+    time.sleep(3)
+sys.exit(1)
+PY
+  sleep "${DEMO_SCRAPE_WAIT:-20}"  # one Prometheus scrape of the lifecycle's metrics, then the summary
 fi
 
 echo

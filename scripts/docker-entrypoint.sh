@@ -22,4 +22,18 @@ if [ ! -f "$models/LATEST" ]; then
     fi
 fi
 
+# PostgreSQL store: the password comes from a secret file (TAGWATCH_STORE_PASSWORD_FILE), never
+# from the URL or the environment. libpq (psycopg) reads it from a pgpass file that only this
+# user can read (PGPASSFILE); the secret mount itself is world-readable, which libpq refuses.
+if [ -n "${TAGWATCH_STORE_PASSWORD_FILE:-}" ]; then
+    if [ -r "$TAGWATCH_STORE_PASSWORD_FILE" ]; then
+        pgpass="$(umask 077 && mktemp "${TMPDIR:-/tmp}/tagwatch-pgpass.XXXXXX")"
+        # pgpass format host:port:db:user:password, with ':' and '\' escaped
+        printf '*:*:*:*:%s\n' "$(sed -e 's/\\/\\\\/g' -e 's/:/\\:/g' "$TAGWATCH_STORE_PASSWORD_FILE" | head -n 1)" > "$pgpass"
+        export PGPASSFILE="$pgpass"
+    else
+        echo "tagwatch: warning: TAGWATCH_STORE_PASSWORD_FILE=$TAGWATCH_STORE_PASSWORD_FILE is not readable" >&2
+    fi
+fi
+
 exec "$@"

@@ -4,11 +4,15 @@ STACK_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export STACK_ROOT
 # The demo keeps its state apart (var/demo, wiped by each `make demo`): Alertmanager would not
 # mail again alerts it already notified, and a demo must not mix with a real store.
+# STACK_FLEET=1 (`make up-fleet`): the fleet stack, PostgreSQL and two predictor replicas
+# (the `fleet` lines of services.conf), its state apart too (var/fleet).
 if [ -n "${TAGWATCH_DEMO:-}" ]; then
-  export STACK_VAR="${STACK_VAR:-$STACK_ROOT/var/demo}"
+  _var="$STACK_ROOT/var/demo"
 else
-  export STACK_VAR="${STACK_VAR:-$STACK_ROOT/var}"
+  _var="$STACK_ROOT/var"
 fi
+export STACK_VAR="${STACK_VAR:-$_var${STACK_FLEET:+/fleet}}"
+unset _var
 export STACK_REPORTS="${STACK_REPORTS:-$([ -n "${TAGWATCH_DEMO:-}" ] && echo "$STACK_VAR/reports" || echo "$STACK_ROOT/reports")}"
 export STACK_PID_FILE="$STACK_VAR/run/stack.pid"
 export STACK_LOG="$STACK_VAR/log/stack.log"
@@ -17,7 +21,9 @@ export PATH="$VENV/bin:$PATH"
 
 export TAGWATCH_HOST="${TAGWATCH_HOST:-127.0.0.1}"
 export TAGWATCH_MODELS_DIR="${TAGWATCH_MODELS_DIR:-$STACK_ROOT/models}"
-export TAGWATCH_STORE_URL="${TAGWATCH_STORE_URL:-sqlite:///$STACK_VAR/tagwatch.sqlite3}"
+if [ -z "${STACK_FLEET:-}" ]; then
+  export TAGWATCH_STORE_URL="${TAGWATCH_STORE_URL:-sqlite:///$STACK_VAR/tagwatch.sqlite3}"
+fi  # the fleet's PostgreSQL URL needs its port: below
 # MLflow tracking + registry: the processes use the SQLite store directly (no server needed);
 # the Procfile's `mlflow server` is the UI on the same store
 export TAGWATCH_MLFLOW_TRACKING_URI="${TAGWATCH_MLFLOW_TRACKING_URI:-sqlite:///$STACK_VAR/mlflow/mlflow.db}"
@@ -30,10 +36,12 @@ export TAGWATCH_ALERTMANAGER_TEMPLATES="${TAGWATCH_ALERTMANAGER_TEMPLATES:-$STAC
 STACK_SERVICES_FILE="${STACK_SERVICES_FILE:-$STACK_ROOT/scripts/services.conf}"
 export STACK_SERVICES_FILE
 STACK_SERVICES=()  # "name|port|ready|scrape|show|what", ports after the environment's overrides
-STACK_CHECKS=()    # "name|url that answers 200 (or smtp://host:port) when the process is up"
+STACK_CHECKS=()    # "name|url that answers 200 (or smtp:// or tcp://host:port) when it is up"
 STACK_PORTS=()
-while read -r _name _port _ready _scrape _show _what; do
+while read -r _name _port _ready _scrape _stack _show _what; do
   case "$_name" in ''|'#'*) continue ;; esac
+  # the fleet's services (PostgreSQL, the second predictor) only in the fleet stack
+  if [ "$_stack" = fleet ] && [ -z "${STACK_FLEET:-}" ]; then continue; fi
   _var="STACK_PORT_$(echo "$_name" | tr 'a-z-' 'A-Z_')"
   _port="${!_var:-$_port}"
   export "$_var=$_port"
@@ -41,11 +49,21 @@ while read -r _name _port _ready _scrape _show _what; do
   STACK_PORTS+=("$_port")
   case "$_ready" in
     -) ;;
-    smtp) STACK_CHECKS+=("$_name|smtp://127.0.0.1:$_port") ;;
+    smtp|tcp) STACK_CHECKS+=("$_name|$_ready://127.0.0.1:$_port") ;;
     *) STACK_CHECKS+=("$_name|http://127.0.0.1:$_port$_ready") ;;
   esac
 done < "$STACK_SERVICES_FILE"
-unset _name _port _ready _scrape _show _what _var
+unset _name _port _ready _scrape _stack _show _what _var
+
+# the fleet: every process on the PostgreSQL of scripts/postgres.sh; no password in the URL or
+# the environment: libpq reads it from a private pgpass file (written by postgres.sh init).
+# Each predictor replica spools to its own directory (the Procfile sets predictor2's).
+if [ -n "${STACK_FLEET:-}" ]; then
+  export STACK_PG_DIR="${STACK_PG_DIR:-$STACK_VAR/pg}"
+  export TAGWATCH_STORE_URL="${TAGWATCH_STORE_URL:-postgresql://tagwatch@127.0.0.1:$STACK_PORT_POSTGRES/tagwatch}"
+  export PGPASSFILE="${PGPASSFILE:-$STACK_VAR/secrets/pgpass}"
+  export TAGWATCH_STORE_SPOOL_DIR="${TAGWATCH_STORE_SPOOL_DIR:-$STACK_VAR/spool/predictor}"
+fi
 
 # settings derived from the ports (every process reads its own TAGWATCH_* values)
 export TAGWATCH_SMTP_HOST="${TAGWATCH_SMTP_HOST:-127.0.0.1}"
@@ -65,8 +83,9 @@ stack_running() {  # [pid file]
   [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null
 }
 
-# the pid files of both kinds of stack (normal and demo)
-STACK_PID_FILES=("$STACK_ROOT/var/run/stack.pid" "$STACK_ROOT/var/demo/run/stack.pid")
+# the pid files of every kind of stack (normal, demo, fleet)
+STACK_PID_FILES=("$STACK_ROOT/var/run/stack.pid" "$STACK_ROOT/var/demo/run/stack.pid"
+                 "$STACK_ROOT/var/fleet/run/stack.pid" "$STACK_ROOT/var/demo/fleet/run/stack.pid")
 case " ${STACK_PID_FILES[*]} " in
   *" $STACK_PID_FILE "*) ;;
   *) STACK_PID_FILES=("$STACK_PID_FILE" "${STACK_PID_FILES[@]}") ;;  # a STACK_VAR elsewhere
@@ -97,7 +116,7 @@ print_urls() {
     if [ "$show" = - ]; then
       printf '  %-13s %-45s %s\n' "$name" "127.0.0.1:$port" "${what//\$STACK_VAR/$STACK_VAR}"
     else
-      printf '  %-13s %-45s %s\n' "$name" "$(stack_page_url "$port" "$show")" "$what"
+      printf '  %-13s %-45s %s\n' "$name" "$(stack_page_url "$port" "$show")" "${what//\$STACK_VAR/$STACK_VAR}"
     fi
   done
   echo "  Grafana       only with Docker: docker compose up -d, then http://localhost:3000"

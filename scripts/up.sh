@@ -3,11 +3,13 @@
 # background. Installs what is missing, trains the model if there is none, waits until every
 # process answers, prints the URLs. `make down` stops it. TAGWATCH_DEMO=1: the demo settings
 # (1-minute drift bins judged every minute, alert `for:` of the quality/drift alerts shortened).
+# STACK_FLEET=1 (`make up-fleet`): the fleet, a throwaway PostgreSQL cluster (scripts/postgres.sh)
+# as the store and two predictor replicas, scraped as two instances of job "predictor".
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/stack-env.sh"
 cd "$STACK_ROOT"
 mode="${TAGWATCH_DEMO:+demo}"
-mode="${mode:-normal}"
+mode="${mode:-normal}${STACK_FLEET:+ fleet}"
 
 for pid_file in "${STACK_PID_FILES[@]}"; do
   if stack_running "$pid_file"; then
@@ -67,6 +69,9 @@ command -v prometheus >/dev/null || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 # nginx in front of the predictor absorbs slow clients (exporter/proxy.py)
 command -v nginx >/dev/null || missing+=(nginx-light)
+if [ -n "${STACK_FLEET:-}" ]; then
+  [ -x "${PG_BIN:-/usr/lib/postgresql/15/bin}/initdb" ] || missing+=(postgresql-15)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing ${missing[*]} (apt)"
@@ -121,11 +126,12 @@ fi
 python -m alerting render-config --output "$STACK_VAR/alertmanager/alertmanager.yml"
 # Prometheus runs a copy of prometheus/prometheus.yml with the ports of scripts/services.conf
 # (STACK_DEMO_MAX_FOR, STACK_PROMETHEUS_INTERVAL: shorter for tests)
+# (the fleet: the targets in file_sd files, where more replicas are one more line away)
 python "$STACK_ROOT/scripts/stack_config.py" prometheus --output "$STACK_VAR/prometheus-config" \
-  ${TAGWATCH_DEMO:+--demo --max-for "${STACK_DEMO_MAX_FOR:-1m}"} \
+  ${TAGWATCH_DEMO:+--demo --max-for "${STACK_DEMO_MAX_FOR:-1m}"} ${STACK_FLEET:+--file-sd} \
   ${STACK_PROMETHEUS_INTERVAL:+--interval "$STACK_PROMETHEUS_INTERVAL"} >/dev/null
 export TAGWATCH_PROMETHEUS_CONFIG="${TAGWATCH_PROMETHEUS_CONFIG:-$STACK_VAR/prometheus-config/prometheus.yml}"
-if [ "$mode" = demo ]; then
+if [ -n "${TAGWATCH_DEMO:-}" ]; then
   export TAGWATCH_BIN_SIZE="${TAGWATCH_BIN_SIZE:-1min}"
   export TAGWATCH_CRON="${TAGWATCH_CRON:-* * * * *}"
   export TAGWATCH_WINDOW_DAYS="${TAGWATCH_WINDOW_DAYS:-1}"
@@ -136,6 +142,10 @@ amtool check-config "$STACK_VAR/alertmanager/alertmanager.yml" >/dev/null
 
 # --- secrets: random per install, never a fixed default (docs/runbook.md "Security") ------
 bash "$STACK_ROOT/scripts/make-secrets.sh" "$STACK_VAR/secrets" >/dev/null
+if [ -n "${STACK_FLEET:-}" ]; then
+  # the cluster (once) and libpq's password file; honcho runs the server (Procfile `postgres`)
+  bash "$STACK_ROOT/scripts/postgres.sh" init
+fi
 export TAGWATCH_API_TOKEN_FILE="${TAGWATCH_API_TOKEN_FILE:-$STACK_VAR/secrets/api_token}"
 export TAGWATCH_LINK_SECRET_FILE="${TAGWATCH_LINK_SECRET_FILE:-$STACK_VAR/secrets/link_secret}"
 
@@ -164,8 +174,8 @@ for check in "${STACK_CHECKS[@]}"; do
   until reason="$(python - "$url" <<'PY' 2>/dev/null
 import json, socket, sys, urllib.error, urllib.request
 url = sys.argv[1]
-if url.startswith("smtp://"):
-    host, port = url[7:].split(":")
+if url.startswith(("smtp://", "tcp://")):
+    host, port = url.split("://", 1)[1].split(":")
     socket.create_connection((host, int(port)), timeout=2).close()
     sys.exit(0)
 try:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
+import math
 import operator
 import os
 import sqlite3
@@ -15,51 +19,23 @@ from typing import Any
 import pandas as pd
 
 from store.records import (
+    PRUNE_BATCH_ROWS,
+    PRUNE_PAUSE_SECONDS,
     FeedbackRecord,
     PredictionRecord,
     PredictionStore,
     RowRejected,
+    Scorer,
     StoreError,
+    dumps,
 )
-from tagger.model import FEATURE_COLUMNS
+from store.schema import TABLES, sqlite_ddl
+from tagger.columns import FEATURE_COLUMNS
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    seq               INTEGER PRIMARY KEY AUTOINCREMENT,
-    id                TEXT NOT NULL UNIQUE,
-    created_at        REAL NOT NULL,
-    title             TEXT NOT NULL,
-    body              TEXT NOT NULL,
-    url               TEXT,
-    tags              TEXT NOT NULL,
-    scores            TEXT NOT NULL,
-    inference_seconds REAL NOT NULL,
-    model_version     TEXT NOT NULL,
-    title_chars       INTEGER NOT NULL,
-    body_chars        INTEGER NOT NULL,
-    n_code_blocks     INTEGER NOT NULL,
-    n_links           INTEGER NOT NULL,
-    n_tokens          INTEGER NOT NULL,
-    oov_ratio         REAL NOT NULL,
-    n_predicted_tags  INTEGER NOT NULL,
-    max_score         REAL NOT NULL,
-    top_tag           TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS predictions_created_at ON predictions (created_at);
-CREATE TABLE IF NOT EXISTS feedback (
-    prediction_id  TEXT PRIMARY KEY REFERENCES predictions (id),
-    created_at     REAL NOT NULL,
-    tags           TEXT NOT NULL,
-    coverage       REAL NOT NULL,
-    jaccard        REAL NOT NULL,
-    n_tags         INTEGER NOT NULL,
-    n_unknown_tags INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS feedback_created_at ON feedback (created_at);
--- the store's identity: readers (the drift state) notice a store recreated under them
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))));
-"""
+log = logging.getLogger("store")
+
+# generated from store/schema.py (the one definition of the schema, shared with PostgreSQL)
+SCHEMA = sqlite_ddl()
 
 
 def _row_to_record(row: sqlite3.Row) -> PredictionRecord:
@@ -157,9 +133,10 @@ class SQLiteStore:
                 conn.row_factory = sqlite3.Row
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA foreign_keys=ON")
+                # no foreign keys (feedback may precede its prediction): a file created with
+                # one before keeps it declared but unenforced
                 names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-                if not {"predictions", "feedback", "meta"} <= names:  # a new or replaced file
+                if not set(TABLES) <= names:  # a new, replaced or older file
                     conn.executescript(SCHEMA)
                 st = os.stat(self.path)
             except BaseException:
@@ -184,6 +161,11 @@ class SQLiteStore:
         self._local.conn = conn
         self._local.generation = self._generation
         return conn
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (guarded, read-only for readers), for read queries built
+        elsewhere: the drift job's per-bin counts in SQL (drift/sqlcounts.py)."""
+        return self._conn()
 
     def identity(self) -> str | None:
         """A random id written once by the predictor (``meta``), or, in a store made before
@@ -230,8 +212,8 @@ class SQLiteStore:
             r.title,
             r.body,
             r.url,
-            json.dumps(r.tags),
-            json.dumps(r.scores),
+            dumps(r.tags).decode(),
+            dumps(r.scores).decode(),
             r.inference_seconds,
             r.model_version,
             *cls._features_of(r.features),
@@ -316,6 +298,233 @@ class SQLiteStore:
             self.close()
             raise StoreError(f"{self.path}: feedback not written ({exc})") from exc
         return cur.rowcount == 1
+
+    # -- feedback for a prediction not visible yet (issue 10) ------------------------------------
+
+    def save_pending_feedback(
+        self, prediction_id: str, tags: Sequence[str], n_unknown_tags: int, received_at: float
+    ) -> str:
+        """Keep feedback until its prediction arrives: "queued", "duplicate" (the same tags are
+        pending or stored) or "conflict" (other tags are); the first one received wins."""
+        try:
+            conn = self._conn()
+            with conn:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO feedback_pending (prediction_id, received_at, tags, "
+                    "n_unknown_tags) VALUES (?, ?, ?, ?)",
+                    (prediction_id, received_at, json.dumps(list(tags)), n_unknown_tags),
+                )
+                if cur.rowcount == 1:
+                    # resolved meanwhile by another process (its prediction arrived)?
+                    row = conn.execute(
+                        "SELECT tags FROM feedback WHERE prediction_id = ?", (prediction_id,)
+                    ).fetchone()
+                    if row is None:
+                        return "queued"
+                    conn.execute(
+                        "DELETE FROM feedback_pending WHERE prediction_id = ?", (prediction_id,)
+                    )
+                else:
+                    row = conn.execute(
+                        "SELECT tags FROM feedback_pending WHERE prediction_id = ?",
+                        (prediction_id,),
+                    ).fetchone()
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
+            raise StoreError(f"{self.path}: pending feedback not written ({exc})") from exc
+        if row is None:  # cannot happen within one transaction; be safe
+            raise StoreError("pending feedback neither inserted nor found")
+        return "duplicate" if sorted(json.loads(row["tags"])) == sorted(tags) else "conflict"
+
+    def resolve_pending_feedback(
+        self, score: Scorer, expire_before: float, limit: int = 500
+    ) -> tuple[list[FeedbackRecord], int]:
+        """Store the pending feedback whose prediction has arrived, scored with ``score``; drop
+        pending received before ``expire_before`` still without one. One transaction, so
+        processes resolving together store (and count) each feedback once. Returns the
+        feedback stored (each counted by the caller) and the number dropped."""
+        try:
+            conn = self._conn()
+            if conn.execute("SELECT 1 FROM feedback_pending LIMIT 1").fetchone() is None:
+                return [], 0  # the usual case: a read, no write lock
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    "SELECT fp.prediction_id, fp.received_at, fp.tags, fp.n_unknown_tags, "
+                    "p.tags AS predicted FROM feedback_pending fp "
+                    "JOIN predictions p ON p.id = fp.prediction_id LIMIT ?",
+                    (limit,),
+                ).fetchall()
+                stored: list[FeedbackRecord] = []
+                for r in rows:
+                    tags = json.loads(r["tags"])
+                    cov, jac = score(json.loads(r["predicted"]), tags)
+                    record = FeedbackRecord(
+                        prediction_id=r["prediction_id"],
+                        tags=tags,
+                        coverage=cov,
+                        jaccard=jac,
+                        n_unknown_tags=r["n_unknown_tags"],
+                        created_at=r["received_at"],
+                    )
+                    cur = conn.execute(
+                        "INSERT OR IGNORE INTO feedback (prediction_id, created_at, tags, "
+                        "coverage, jaccard, n_tags, n_unknown_tags) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (record.prediction_id, record.created_at, r["tags"], cov, jac,
+                         len(tags), record.n_unknown_tags),
+                    )  # fmt: skip
+                    if cur.rowcount == 1:
+                        stored.append(record)
+                    else:  # feedback came directly once the prediction was visible: it won
+                        direct = conn.execute(
+                            "SELECT tags FROM feedback WHERE prediction_id = ?",
+                            (record.prediction_id,),
+                        ).fetchone()
+                        if direct is not None and sorted(json.loads(direct[0])) != sorted(tags):
+                            log.warning(
+                                "pending feedback for %s dropped: different feedback for it "
+                                "came directly once it was stored", record.prediction_id
+                            )  # fmt: skip
+                conn.executemany(
+                    "DELETE FROM feedback_pending WHERE prediction_id = ?",
+                    [(r["prediction_id"],) for r in rows],
+                )
+                expired = conn.execute(
+                    "DELETE FROM feedback_pending WHERE received_at < ? "
+                    "AND prediction_id NOT IN (SELECT id FROM predictions)",
+                    (expire_before,),
+                ).rowcount
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
+            raise StoreError(f"{self.path}: pending feedback not resolved ({exc})") from exc
+        return stored, expired
+
+    # -- retention (store/retention.py) ---------------------------------------------------------
+
+    _TEXT_WATERMARK = "retention_text_blanked_until"
+
+    def prune(
+        self, text_before: float, rows_before: float, batch: int = PRUNE_BATCH_ROWS
+    ) -> tuple[int, int]:
+        """Delete rows (and their feedback) served before ``rows_before``, then blank the
+        title, body and url of rows served before ``text_before``; ``batch`` rows per short
+        transaction, :data:`PRUNE_PAUSE_SECONDS` apart, so writers never wait long.
+
+        Blanking resumes from a watermark in ``meta`` (the last blanked row's time): an hourly
+        run reads only the rows that aged past the cut-off since the last run.
+        """
+        deleted = blanked = 0
+        try:
+            conn = self._conn()
+            while True:
+                n = self._delete_batch(conn, rows_before, batch)
+                deleted += n
+                if n < batch:
+                    break
+                time.sleep(PRUNE_PAUSE_SECONDS)
+            after: tuple[float, int] | None = None
+            while True:
+                n, after = self._blank_batch(conn, text_before, batch, after)
+                blanked += n
+                if after is None:
+                    break
+                time.sleep(PRUNE_PAUSE_SECONDS)
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
+            raise StoreError(f"{self.path}: prune failed ({exc})") from exc
+        return blanked, deleted
+
+    # rows in (created_at, seq) order after ``a`` and up to ``b`` included, below a cut-off
+    _RANGE = (
+        "created_at >= :a0 AND (created_at > :a0 OR seq > :a1) AND created_at < :before "
+        "AND (created_at < :b0 OR (created_at = :b0 AND seq <= :b1))"
+    )
+
+    def _batch_end(
+        self, conn: sqlite3.Connection, after: tuple[float, int], before: float, batch: int
+    ) -> tuple[tuple[float, int], int]:
+        """The last row of the next batch and its size, read before taking the write lock:
+        the transaction then runs one statement per table (C speed, a few ms of lock)."""
+        rows = conn.execute(
+            "SELECT created_at, seq FROM predictions WHERE created_at >= ? "
+            "AND (created_at > ? OR seq > ?) AND created_at < ? ORDER BY created_at, seq LIMIT ?",
+            (after[0], after[0], after[1], before, batch),
+        ).fetchall()
+        conn.commit()  # end the read transaction
+        if not rows:
+            return after, 0
+        return (rows[-1][0], rows[-1][1]), len(rows)
+
+    def _delete_batch(self, conn: sqlite3.Connection, before: float, batch: int) -> int:
+        end, n = self._batch_end(conn, (-math.inf, -1), before, batch)
+        if n == 0:
+            return 0
+        where = {"a0": -math.inf, "a1": -1, "before": before, "b0": end[0], "b1": end[1]}
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "DELETE FROM feedback WHERE prediction_id IN "
+                f"(SELECT id FROM predictions WHERE {self._RANGE})",
+                where,
+            )
+            conn.execute(f"DELETE FROM predictions WHERE {self._RANGE}", where)
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        return n
+
+    def _blank_batch(
+        self, conn: sqlite3.Connection, before: float, batch: int, after: tuple[float, int] | None
+    ) -> tuple[int, tuple[float, int] | None]:
+        """One batch of blanking, in (created_at, seq) order from ``after`` (None: from the
+        watermark); (rows blanked, the last row looked at, None when there are no more)."""
+        if after is None:
+            mark = conn.execute(
+                "SELECT value FROM meta WHERE key = ?", (self._TEXT_WATERMARK,)
+            ).fetchone()
+            after = (float(mark[0]) if mark is not None else -math.inf, -1)
+        end, n = self._batch_end(conn, after, before, batch)
+        if n == 0:
+            return 0, None
+        where = {"a0": after[0], "a1": after[1], "before": before, "b0": end[0], "b1": end[1]}
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            blanked = conn.execute(
+                f"UPDATE predictions SET title = '', body = '', url = NULL WHERE {self._RANGE} "
+                "AND (title <> '' OR body <> '' OR url IS NOT NULL)",
+                where,
+            ).rowcount
+            # the next run starts at this instant
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                (self._TEXT_WATERMARK, repr(end[0])),
+            )
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        return max(blanked, 0), end if n == batch else None
+
+    @contextlib.contextmanager
+    def prune_lock(self) -> Iterator[bool]:
+        """One pruner at a time across processes (a lock file beside the store): yields
+        False, without waiting, when another process holds it."""
+        path = self.path.with_name(self.path.name + "-prune.lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # releases the lock
 
     def features(self, start: float, end: float, after_seq: int = 0) -> pd.DataFrame:
         """Stored features of predictions made in [start, end) with ``seq > after_seq``.
@@ -432,6 +641,8 @@ _ROW_ERRORS = (
 def spool_dir_for(url: str) -> Path | None:
     """Where a writer spools rows of the store at ``url``: ``<file>-spool/`` beside the file,
     so that it is on the same disk and survives what the store survives."""
+    if url.startswith(("postgresql://", "postgresql+psycopg://")):
+        return Path("var/spool")  # a remote database: the predictor host's own disk
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
     elif "://" in url or url.startswith("sqlite:"):
@@ -444,10 +655,15 @@ def spool_dir_for(url: str) -> Path | None:
 
 
 def open_store(url: str, **options: Any) -> PredictionStore:
-    """A store from a URL: ``sqlite:///relative/or/abs/path.db`` or a plain file path.
+    """A store from a URL: ``sqlite:///relative/or/abs/path.db``, a plain file path, or
+    ``postgresql://user:password@host:port/database`` (:class:`store.sql.SQLStore`).
 
-    ``options`` go to the store (``timeout_seconds``, ``busy_timeout_seconds``).
+    ``options`` go to the store (``timeout_seconds``, ``busy_timeout_seconds``, ``readonly``).
     """
+    if url.startswith(("postgresql://", "postgresql+psycopg://")):
+        from store.sql import SQLStore  # SQLAlchemy is imported only for a PostgreSQL store
+
+        return SQLStore(url, **options)
     if url.startswith("sqlite:///"):
         return SQLiteStore(Path(url.removeprefix("sqlite:///")), **options)
     if url.startswith("sqlite:"):
@@ -458,6 +674,6 @@ def open_store(url: str, **options: Any) -> PredictionStore:
     if "://" in url:
         raise StoreError(
             f"unsupported store URL scheme: {url.split('://')[0]!r} in {url!r}: "
-            "expected sqlite:///path/to/file.sqlite3 or a file path"
+            "expected sqlite:///path/to/file.sqlite3, postgresql://user@host/db or a file path"
         )
     return SQLiteStore(Path(url), **options)

@@ -19,11 +19,14 @@ from typing import Any
 import pandas as pd
 
 from store.records import (
+    PRUNE_BATCH_ROWS,
     FeedbackRecord,
     PredictionRecord,
     PredictionStore,
     RowRejected,
+    Scorer,
     StoreError,
+    dumps,
 )
 
 log = logging.getLogger("store")
@@ -33,10 +36,10 @@ _ROW_ERRORS = (RowRejected, ValueError, TypeError)
 
 
 def encode_record(r: PredictionRecord) -> bytes:
-    """One spool line (JSON, ASCII: a lone surrogate is escaped, never an encoding error)."""
+    """One spool line (JSON; a lone surrogate is escaped, never an encoding error)."""
     fields = [r.id, r.created_at, r.title, r.body, r.url, r.tags, r.scores,
               r.inference_seconds, r.model_version, r.features]  # fmt: skip
-    return (json.dumps(fields, separators=(",", ":")) + "\n").encode("ascii")
+    return dumps(fields) + b"\n"  # no raw newline: JSON escapes it inside strings
 
 
 def decode_record(line: bytes) -> PredictionRecord:
@@ -87,6 +90,11 @@ class WriteBehindStore:
         on_backlog: Callable[[int, float], None] | None = None,
         stale_seconds: float = 5.0,
         writer_busy_timeout_seconds: float = 1.0,
+        feedback_scorer: Scorer | None = None,
+        feedback_pending_seconds: float = 3600.0,
+        on_feedback: Callable[[list[FeedbackRecord], int], None] | None = None,
+        retention: Callable[[PredictionStore], object] | None = None,
+        retention_interval_seconds: float = 3600.0,
     ) -> None:
         if inner is None and opener is None:
             raise ValueError("WriteBehindStore needs a store or an opener")
@@ -101,6 +109,15 @@ class WriteBehindStore:
         self.max_pending = max_pending
         self.stale_seconds = stale_seconds
         self.writer_busy_timeout_seconds = writer_busy_timeout_seconds
+        # pending feedback (another replica's prediction) resolved by the housekeeping
+        self.feedback_scorer = feedback_scorer
+        self.feedback_pending_seconds = feedback_pending_seconds
+        self.on_feedback = on_feedback
+        # retention (store/retention.py) on its own thread, at most every interval
+        self.retention = retention
+        self.retention_interval_seconds = retention_interval_seconds
+        self._retention_thread: threading.Thread | None = None
+        self._next_retention = 0.0
         self.spool_dir = Path(spool_dir) if spool_dir is not None else None
         self.dead_letters = 0
         self.recovered = 0
@@ -147,6 +164,8 @@ class WriteBehindStore:
             n >= self.max_batch
             and self._failing is None
             and self.inner is not None
+            # a remote store's commit (a round trip, the server's fsync) never holds a request
+            and getattr(self.inner, "writes_on_request_thread", True)
             and time.monotonic() >= self._fast_path_after
             and self._write_lock.acquire(blocking=False)
         ):
@@ -456,6 +475,45 @@ class WriteBehindStore:
         if time.monotonic() >= self._retry_at and self._has_orphans():
             with self._write_lock:
                 self.recover_orphans()
+        if inner is not None and time.monotonic() >= self._retry_at:
+            self._resolve_pending_feedback(inner)
+            self._start_retention(inner)
+
+    def _resolve_pending_feedback(self, inner: PredictionStore) -> None:
+        """Feedback other processes took for predictions they could not see yet: stored and
+        counted once its prediction arrived (in the store's transaction: each counted once
+        across processes), dropped and counted once its window passed without one."""
+        if self.feedback_scorer is None:
+            return
+        expire_before = time.time() - self.feedback_pending_seconds
+        try:
+            stored, expired = inner.resolve_pending_feedback(self.feedback_scorer, expire_before)
+        except Exception as exc:  # the next housekeeping tries again
+            self._report(StoreError(f"pending feedback not resolved: {exc}"))
+            return
+        if (stored or expired) and self.on_feedback is not None:
+            try:
+                self.on_feedback(stored, expired)
+            except Exception:
+                log.exception("store: on_feedback failed")
+
+    def _start_retention(self, inner: PredictionStore) -> None:
+        """Retention on its own thread: its batches must never delay this writer's."""
+        if self.retention is None or time.monotonic() < self._next_retention:
+            return
+        if self._retention_thread is not None and self._retention_thread.is_alive():
+            return
+        self._next_retention = time.monotonic() + self.retention_interval_seconds
+        retention = self.retention
+
+        def run() -> None:
+            try:
+                retention(inner)
+            except Exception as exc:
+                self._report(StoreError(f"retention failed: {exc}"))
+
+        self._retention_thread = threading.Thread(target=run, name="store-retention", daemon=True)
+        self._retention_thread.start()
 
     # -- state --------------------------------------------------------------------------------
 
@@ -549,6 +607,25 @@ class WriteBehindStore:
                 if feedback.prediction_id in self._pending:
                     raise StoreError("the prediction is not written yet; the store is failing")
         return inner.save_feedback(feedback)
+
+    def save_pending_feedback(
+        self, prediction_id: str, tags: Sequence[str], n_unknown_tags: int, received_at: float
+    ) -> str:
+        return self._store().save_pending_feedback(prediction_id, tags, n_unknown_tags, received_at)
+
+    def resolve_pending_feedback(
+        self, score: Scorer, expire_before: float, limit: int = 500
+    ) -> tuple[list[FeedbackRecord], int]:
+        return self._store().resolve_pending_feedback(score, expire_before, limit)
+
+    def prune(
+        self, text_before: float, rows_before: float, batch: int = PRUNE_BATCH_ROWS
+    ) -> tuple[int, int]:
+        return self._store().prune(text_before, rows_before, batch)
+
+    def prune_lock(self) -> contextlib.AbstractContextManager[bool]:
+        lock = getattr(self._store(), "prune_lock", None)
+        return contextlib.nullcontext(True) if lock is None else lock()
 
     def features(self, start: float, end: float, after_seq: int = 0) -> pd.DataFrame:
         return self._store().features(start, end, after_seq)

@@ -15,7 +15,8 @@ from typing import Any
 import joblib
 import pandas as pd
 
-from tagger.model import FEATURE_COLUMNS, TagModel
+from tagger.columns import FEATURE_COLUMNS
+from tagger.model import TagModel
 
 MODEL_FILE = "model.joblib"
 CARD_FILE = "model_card.json"

@@ -20,20 +20,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import Pipeline
 
+from tagger.columns import NO_TAG
 from tagger.text import CleanText, QuestionCleaner, clean_question
-
-NO_TAG = "(none)"
-FEATURE_COLUMNS = (
-    "title_chars",
-    "body_chars",
-    "n_code_blocks",
-    "n_links",
-    "n_tokens",
-    "oov_ratio",
-    "n_predicted_tags",
-    "max_score",
-    "top_tag",
-)
 
 
 def build_pipeline(C: float = 4.0, min_df: int = 2, ngram_max: int = 2) -> Pipeline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,6 +23,10 @@ class TagwatchSettings(BaseSettings):
     mlflow_experiment: str = "tagwatch"
     registered_model: str = "tagwatch"
     champion_alias: str = "champion"
+    # retention (store/retention.py): raw question text (title, body, url) and dated reports;
+    # rows with their features and feedback (drift job, weekly report). 0 = keep forever
+    retention_days: float = Field(default=90, ge=0)
+    feature_retention_days: float = Field(default=400, ge=0)
 
     @property
     def titles_path(self) -> Path:

@@ -27,9 +27,10 @@ from sklearn.preprocessing import MultiLabelBinarizer
 from tqdm import tqdm
 
 from tagger.artefact import load_artefact, write_artefact
+from tagger.columns import FEATURE_COLUMNS
 from tagger.data import DataError, load_questions, questions_of, sha256_of
 from tagger.metrics import coverage, jaccard, normalize_tags
-from tagger.model import FEATURE_COLUMNS, DecisionRule, TagModel, build_pipeline
+from tagger.model import DecisionRule, TagModel, build_pipeline
 from tagger.settings import TagwatchSettings
 from tagger.text import clean_question
 
@@ -303,6 +304,31 @@ def train(config: TrainConfig) -> Path:
     print(f"validation mean Jaccard {val_j:.4f} with threshold {rule.threshold:.2f}")
     print(f"model written to {out}")
     return out
+
+
+def train_variants(
+    data_path: Path,
+    output_dir: Path,
+    ks: Sequence[int],
+    max_train_rows: int | None = None,
+    validation_tail: int | None = None,
+    prefix: str = "k",
+) -> dict[str, Path]:
+    """One artefact per K (versions ``<prefix><K>``) from one data load, none set as latest:
+    the pairs of real models that benchmarks and tests swap between."""
+    df = load_questions(data_path)
+    paths = {}
+    for k in ks:
+        config = TrainConfig(data_path=data_path, output_dir=output_dir, k=k,
+                             max_train_rows=max_train_rows, version=f"{prefix}{k}",
+                             progress=False, set_latest=False)  # fmt: skip
+        split = split_by_time(df, config.cutoff, config.validation_share, max_train_rows)
+        validation = (
+            split.validation if validation_tail is None else split.validation.tail(validation_tail)
+        )
+        result = fit_artefact(split.train, validation, config)
+        paths[result.version] = write_result(result, output_dir, set_latest=False)
+    return paths
 
 
 def add_promote_option(parser: argparse.ArgumentParser) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 
 from tagger.settings import TagwatchSettings
 from tagger.train import TrainConfig, train
+from tests.processes import PostgresServer, start_postgres
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,3 +81,24 @@ def free_port() -> Callable[[], int]:
             return int(s.getsockname()[1])
 
     return _free
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL cluster per test session (Debian's postgresql-15 binaries)."""
+    try:
+        _, server = start_postgres()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh empty database for one test; its URL (dropped afterwards)."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    url = postgres_server.create_database(name)
+    yield url
+    with contextlib.suppress(Exception):
+        postgres_server.drop_database(name)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -163,3 +165,121 @@ def metric_value(text: str, name: str, labels: str = "") -> float | None:
         if key == wanted:
             return float(value)
     return None
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@dataclass
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (trust authentication, user ``postgres``)."""
+
+    base: Path  # owned by the server's user: data/, the socket and postgres.log
+    port: int
+    fast: bool
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.base / "postgres.log"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), *args], check)
+
+    def start(self) -> None:
+        options = [
+            f"-p {self.port}",
+            "-c listen_addresses=127.0.0.1",
+            f"-c unix_socket_directories={self.base}",
+            "-c max_connections=200",
+        ]
+        if self.fast:  # throwaway data: no fsync (a crash of the machine loses the cluster)
+            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        self.pg_ctl("-l", str(self.log_path), "-o", " ".join(options), "-w", "-t", "60", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m fast``: active connections are cut, as when a server goes down."""
+        self.pg_ctl("-m", mode, "-w", "stop", check=False)
+
+    def create_database(self, name: str) -> str:
+        """A new empty database; its URL."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _as_postgres(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a PostgreSQL binary; as the ``postgres`` system user when we are root (initdb and
+    the server refuse to run as root, and CI runs as root)."""
+    if os.geteuid() == 0:
+        argv = ["runuser", "-u", "postgres", "--", *argv]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    if check and done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+        )
+    return done
+
+
+def start_postgres(tmp_dir: Path | None = None, fast: bool = True) -> tuple[str, PostgresServer]:
+    """initdb + pg_ctl start a new cluster on a free port; (URL of database ``postgres``, handle).
+
+    The cluster lives in a new directory under ``tmp_dir`` (default: the system temp dir),
+    which must be reachable by the ``postgres`` user when we run as root (pytest's own
+    ``tmp_path`` is not: its parent is private to root). ``fast`` turns fsync off (tests);
+    benchmarks pass False. Fails with a clear message when Debian's postgresql-15 is missing.
+    """
+    if not (PG_BIN / "initdb").is_file():
+        raise RuntimeError(
+            f"{PG_BIN / 'initdb'} not found: install Debian's postgresql-15 "
+            "(apt-get install postgresql-15; .ci/run does it)"
+        )
+    base = Path(tempfile.mkdtemp(prefix="tagwatch-pg-", dir=tmp_dir))
+    base.chmod(0o700)
+    if os.geteuid() == 0:
+        try:
+            shutil.chown(base, "postgres", "postgres")
+        except (LookupError, OSError) as exc:
+            raise RuntimeError(f"running as root needs the 'postgres' system user: {exc}") from exc
+    server = PostgresServer(base=base, port=_free_port(), fast=fast)
+    try:
+        _as_postgres([str(PG_BIN / "initdb"), "-D", str(server.data_dir), "-U", "postgres",
+                      "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"])  # fmt: skip
+        server.start()
+    except Exception as exc:
+        tail = server.log_tail()
+        shutil.rmtree(base, ignore_errors=True)
+        raise RuntimeError(f"PostgreSQL did not start: {exc}\n{tail}") from exc
+    return server.url(), server
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

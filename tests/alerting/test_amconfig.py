@@ -71,7 +71,7 @@ def test_routes_critical_fast_warnings_grouped_inhibition() -> None:
     assert warning["group_by"] == ["job"]  # one email per job gathers its warnings
     assert info["receiver"] == "null"
     inhibit = build_config(AlertingSettings.model_construct())["inhibit_rules"][0]
-    assert inhibit["source_matchers"] == ['alertname="PredictorDown"']
+    assert inhibit["source_matchers"] == ['alertname="PredictorFleetDown"']
     assert "JaccardLow" in inhibit["target_matchers"][0] and inhibit["equal"] == ["job"]
 
 

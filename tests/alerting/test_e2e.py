@@ -387,11 +387,12 @@ def test_drift_red_sends_warning(scenario: Stack) -> None:
 
 
 def test_predictor_down_inhibits_quality_alerts(scenario: Stack) -> None:
-    """Pushed straight to Alertmanager's API: JaccardLow is suppressed while PredictorDown fires."""
+    """Pushed straight to Alertmanager's API: JaccardLow is suppressed while every predictor
+    replica is down (PredictorFleetDown), not while one replica of several is (PredictorDown)."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     alerts = [
         {"labels": {"alertname": n, "job": "inhibition-test", "severity": sev}, "startsAt": now}
-        for n, sev in (("PredictorDown", "critical"), ("JaccardLow", "warning"))
+        for n, sev in (("PredictorFleetDown", "info"), ("JaccardLow", "warning"))
     ]
     url = f"{scenario.alertmanager_url}/api/v2/alerts"
     assert requests.post(url, json=alerts, timeout=5).status_code == 200
@@ -406,7 +407,7 @@ def test_predictor_down_inhibits_quality_alerts(scenario: Stack) -> None:
         time.sleep(0.3)
     assert got["JaccardLow"]["state"] == "suppressed", got
     assert got["JaccardLow"]["inhibitedBy"], got
-    assert got["PredictorDown"]["state"] == "active", got
+    assert got["PredictorFleetDown"]["state"] == "active", got
 
     # warnings of one job make one email whose subject names each alert once
     mixed = [

@@ -22,7 +22,7 @@ from alerting.prom import Series
 from alerting.settings import AlertingSettings
 from alerting.weekly import alert_episodes, question_link, run_weekly, runbook_advice
 from store import FeedbackRecord, PredictionRecord, SQLiteStore
-from tagger.model import FEATURE_COLUMNS
+from tagger.columns import FEATURE_COLUMNS
 from tests.processes import http_ok, start_process, wait_until
 
 from .conftest import REPO_ROOT, SmtpSink

@@ -16,10 +16,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 LONG_RUNNING = {
-    "predictor", "drift", "weekly", "prometheus", "alertmanager", "grafana", "mailpit", "mlflow",
-    "lifecycle",
+    "predictor", "predictor-2", "drift", "weekly", "prometheus", "alertmanager", "grafana",
+    "mailpit", "mlflow", "lifecycle", "postgres",
 }  # fmt: skip
+PREDICTORS = ("predictor", "predictor-2")
 PINNED_IMAGES = {
+    "postgres": "postgres:15.8-bookworm",
     "prometheus": "prom/prometheus:v2.42.0",
     "alertmanager": "prom/alertmanager:v0.25.0",
     "grafana": "grafana/grafana:10.4.2",
@@ -50,10 +52,11 @@ def test_compose_validates_and_runs_every_service(compose: dict[str, Any]) -> No
     for name in LONG_RUNNING:
         assert "healthcheck" in services[name], f"{name} has no healthcheck"
         assert services[name]["restart"] == "unless-stopped"
-    for name in ("predictor", "drift", "weekly", "alertmanager-config", "mlflow", "lifecycle"):
+    for name in (*PREDICTORS, "drift", "weekly", "alertmanager-config", "mlflow", "lifecycle"):
         assert services[name]["image"] == "tagwatch:dev"
         assert services[name]["build"]["context"] == str(REPO)
-    assert services["predictor"]["command"] == ["python", "-m", "exporter", "serve"]
+    for name in PREDICTORS:
+        assert services[name]["command"] == ["python", "-m", "exporter", "serve"]
     assert services["drift"]["command"] == ["python", "-m", "drift"]
     assert services["weekly"]["command"] == ["python", "-m", "alerting", "serve"]
     assert services["lifecycle"]["command"] == ["python", "-m", "lifecycle", "serve"]
@@ -66,7 +69,7 @@ def test_compose_validates_and_runs_every_service(compose: dict[str, Any]) -> No
     ports = [p if isinstance(p, str) else f"{p['host_ip']}:{p['published']}:{p['target']}"
              for p in services["mlflow"]["ports"]]  # fmt: skip
     assert [p.split(":")[0] for p in ports] == ["127.0.0.1"]
-    for name in ("predictor", "mlflow", "lifecycle"):
+    for name in (*PREDICTORS, "mlflow", "lifecycle"):
         assert any(
             (v if isinstance(v, str) else f"{v['source']}:{v['target']}").startswith(
                 "mlflow:/var/lib/tagwatch/mlflow"
@@ -86,14 +89,17 @@ def test_compose_volumes_data_mount_and_secret(compose: dict[str, Any]) -> None:
     data_dir = os.path.normpath(REPO / "../shared/data")  # compose does not follow symlinks
     assert (data_dir, "/data", True) in mounts  # the real data: mounted read-only, never copied
     assert ("models", "/var/lib/tagwatch/models", False) in mounts
-    assert ("store", "/var/lib/tagwatch/store", False) in mounts
     assert services["predictor"]["environment"]["TAGWATCH_TRAIN_IF_MISSING"] == "1"
+    assert services["predictor-2"]["environment"]["TAGWATCH_TRAIN_IF_MISSING"] == "0"
     # the SMTP password only as a secret file, never in the environment
     assert set(compose["secrets"]) == {
         "smtp_password", "api_token", "link_secret", "grafana_admin_password", "mailpit_ui_auth",
+        "postgres_password",
     }  # fmt: skip
     assert [s["source"] for s in services["alertmanager"]["secrets"]] == ["smtp_password"]
-    assert [s["source"] for s in services["weekly"]["secrets"]] == ["smtp_password", "link_secret"]
+    assert [s["source"] for s in services["weekly"]["secrets"]] == [
+        "smtp_password", "link_secret", "postgres_password",
+    ]  # fmt: skip
     for name, service in services.items():
         env = service.get("environment", {})
         assert not any(
@@ -111,6 +117,49 @@ def test_compose_volumes_data_mount_and_secret(compose: dict[str, Any]) -> None:
     )
 
 
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    """target -> source of a service's volumes."""
+    return {
+        (v["target"] if isinstance(v, dict) else v.split(":")[1]): (
+            v["source"] if isinstance(v, dict) else v.split(":")[0]
+        )
+        for v in service.get("volumes", [])
+    }
+
+
+def test_postgres_store_and_two_predictor_replicas(compose: dict[str, Any]) -> None:
+    """The fleet: a pinned PostgreSQL (healthcheck, password from a secret, loopback only) and
+    two replicas on it, each with its own spool volume; `make up` stays on SQLite."""
+    services = compose["services"]
+    pg = services["postgres"]
+    assert pg["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert "POSTGRES_PASSWORD" not in pg["environment"]
+    assert [s["source"] for s in pg["secrets"]] == ["postgres_password"]
+    assert pg["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    assert [host for host, _ in _published(pg)] == ["127.0.0.1"]
+    assert _mounts(pg)["/var/lib/postgresql/data"] == "postgres-data"
+    spools = set()
+    for name in PREDICTORS:
+        env = services[name]["environment"]
+        assert env["TAGWATCH_STORE_URL"] == "postgresql://tagwatch@postgres:5432/tagwatch"
+        assert env["TAGWATCH_STORE_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+        assert "postgres_password" in [s["source"] for s in services[name]["secrets"]]
+        assert services[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+        spools.add(_mounts(services[name])[env["TAGWATCH_STORE_SPOOL_DIR"]])
+    assert spools == {"spool-1", "spool-2"}, "each replica spools to its own volume"
+    # every reader of the store reads the same PostgreSQL, with the password secret
+    for name in ("drift", "weekly", "lifecycle"):
+        env = services[name]["environment"]
+        assert env["TAGWATCH_STORE_URL"].startswith("postgresql://tagwatch@postgres:5432/")
+        assert "postgres_password" in [s["source"] for s in services[name]["secrets"]]
+    # the container entrypoint turns the secret file into libpq's private pgpass file
+    entrypoint = (REPO / "scripts/docker-entrypoint.sh").read_text()
+    assert "TAGWATCH_STORE_PASSWORD_FILE" in entrypoint and "PGPASSFILE" in entrypoint
+    # the local stack (make up) keeps SQLite
+    stack_env = (REPO / "scripts/stack-env.sh").read_text()
+    assert "TAGWATCH_STORE_URL:-sqlite:///$STACK_VAR/tagwatch.sqlite3" in stack_env
+
+
 def test_docker_prometheus_config_matches_the_local_one() -> None:
     local = yaml.safe_load((REPO / "prometheus/prometheus.yml").read_text())
     docker = yaml.safe_load((REPO / "prometheus/prometheus.docker.yml").read_text())
@@ -120,10 +169,14 @@ def test_docker_prometheus_config_matches_the_local_one() -> None:
     docker_jobs = {j["job_name"]: j for j in docker["scrape_configs"]}
     assert set(docker_jobs) == set(local_jobs)
     for name, job in docker_jobs.items():
-        (target,) = job["static_configs"][0]["targets"]
-        host, port = target.split(":")
-        assert port == local_jobs[name]["static_configs"][0]["targets"][0].split(":")[1]
-        assert host == ("127.0.0.1" if name == "prometheus" else name)
+        targets = job["static_configs"][0]["targets"]
+        # the predictor job scrapes both replicas (compose services predictor, predictor-2)
+        hosts = list(PREDICTORS) if name == "predictor" else [name]
+        assert [t.split(":")[0] for t in targets] == (
+            ["127.0.0.1"] if name == "prometheus" else hosts
+        )
+        port = local_jobs[name]["static_configs"][0]["targets"][0].split(":")[1]
+        assert all(t.split(":")[1] == port for t in targets)
     assert docker["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
         "alertmanager:9093"
     ]
@@ -171,8 +224,14 @@ def test_procfile_runs_the_local_stack() -> None:
     assert "python -m alerting serve" in entries["weekly"]
     assert "--cluster.listen-address= " in entries["alertmanager"]
     assert "python -m alerting.mailsink --dir $STACK_VAR/mail" in entries["mailsink"]
-    # only the predictor may see PROMETHEUS_MULTIPROC_DIR: others would write into it
-    assert [n for n, cmd in entries.items() if "PROMETHEUS_MULTIPROC_DIR" in cmd] == ["predictor"]
+    # only the predictors may see PROMETHEUS_MULTIPROC_DIR (others would write into it), each
+    # replica its own, and its own spool directory (the first one's comes from stack-env.sh)
+    multiproc = {n: cmd for n, cmd in entries.items() if "PROMETHEUS_MULTIPROC_DIR" in cmd}
+    assert set(multiproc) == {"predictor", "predictor2"}
+    assert "PROMETHEUS_MULTIPROC_DIR=$STACK_VAR/prometheus-multiproc2 " in entries["predictor2"]
+    assert "TAGWATCH_STORE_SPOOL_DIR=$STACK_VAR/spool/predictor2 " in entries["predictor2"]
+    assert "TAGWATCH_PORT=$STACK_PORT_PREDICTOR2 " in entries["predictor2"]
+    assert entries["postgres"] == "exec bash scripts/postgres.sh run"
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "honcho"), "check"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
@@ -239,7 +298,8 @@ def _published(service: dict[str, Any]) -> list[tuple[str, str]]:
 
 def test_every_port_is_on_loopback_unless_told_otherwise(compose: dict[str, Any]) -> None:
     published = {n: _published(s) for n, s in compose["services"].items() if s.get("ports")}
-    assert set(published) >= {"predictor", "drift", "grafana", "mailpit", "prometheus"}
+    wanted = {"predictor", "predictor-2", "postgres", "drift", "grafana", "mailpit", "prometheus"}
+    assert set(published) >= wanted
     for name, ports in published.items():
         assert all(host == "127.0.0.1" for host, _ in ports), (name, ports)
     proc = subprocess.run(
@@ -251,6 +311,7 @@ def test_every_port_is_on_loopback_unless_told_otherwise(compose: dict[str, Any]
     opened = yaml.safe_load(proc.stdout)["services"]
     assert _published(opened["predictor"])[0][0] == "0.0.0.0"
     assert _published(opened["mailpit"])[0][0] == "127.0.0.1", "the inbox stays local"
+    assert _published(opened["postgres"])[0][0] == "127.0.0.1", "the database stays local"
 
 
 def test_no_default_passwords_and_credentials_from_secret_files(compose: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from drift.job import run_once
 from drift.metrics import DriftMetrics
 from drift.settings import DriftSettings
 from store import SQLiteStore
-from tagger.model import FEATURE_COLUMNS
+from tagger.columns import FEATURE_COLUMNS
 from tagger.train import Split
 
 NUMERIC_AND_TAG = FEATURE_COLUMNS

@@ -131,13 +131,26 @@ def test_unknown_prediction_id_is_404(client: FlaskClient) -> None:
     assert resp.status_code == 404
 
 
-def test_feedback_for_a_fresh_unwritten_id_says_retry(client: FlaskClient) -> None:
-    """An id minted seconds ago may sit in another worker's queue: 503 + Retry-After, not 404."""
+def test_feedback_for_a_fresh_unwritten_id_is_pending(
+    client: FlaskClient, registry: CollectorRegistry
+) -> None:
+    """An id minted recently may sit in another worker's queue or another replica's spool:
+    202 pending (stored once it arrives), never 404 nor a retry; other tags conflict."""
     from store import new_prediction_id
 
-    resp = client.post("/feedback", json={"prediction_id": new_prediction_id(), "tags": ["x"]})
-    assert resp.status_code == 503 and resp.headers.get("Retry-After")
-    assert "error" in resp.get_json()
+    pid = new_prediction_id()
+    resp = client.post("/feedback", json={"prediction_id": pid, "tags": ["python", "C#"]})
+    assert resp.status_code == 202, resp.get_json()
+    assert resp.get_json() == {"status": "pending", "prediction_id": pid}
+    again = client.post("/feedback", json={"prediction_id": pid, "tags": ["c#", "python"]})
+    assert again.status_code == 202
+    assert again.get_json() == {"status": "pending", "prediction_id": pid, "duplicate": True}
+    other = client.post("/feedback", json={"prediction_id": pid, "tags": ["java"]})
+    assert other.status_code == 409
+    assert "python" not in other.get_data(as_text=True), "a 409 must not echo others' feedback"
+    assert metric(registry, "tagwatch_feedback_pending_total") == 1
+    assert metric(registry, "tagwatch_feedback_duplicates_total") == 1
+    assert metric(registry, "tagwatch_feedback_total") == 0  # counted once its prediction comes
 
 
 @pytest.mark.parametrize(

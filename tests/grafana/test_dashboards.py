@@ -114,7 +114,11 @@ def test_links_and_texts_use_only_defined_variables() -> None:
 
 
 def resolve_variables(stack: Stack, board: dict[str, Any]) -> dict[str, str]:
-    """Values of the dashboard's variables as Grafana would pick them (default or first)."""
+    """Values of the dashboard's variables as Grafana would pick them (their default).
+
+    A query variable may use the variables defined before it (``up{job="$job"}``); "All" (the
+    default of ``instance``) becomes the variable's ``allValue``, as Grafana sends it.
+    """
     values = dict(BUILTINS)
     for var in board["templating"]["list"]:
         if var["type"] in ("constant", "textbox", "custom"):
@@ -122,16 +126,23 @@ def resolve_variables(stack: Stack, board: dict[str, Any]) -> dict[str, str]:
             continue
         assert var["type"] == "query", f"{var['name']}: unsupported variable type {var['type']}"
         query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
-        m = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", query)
-        assert m, f"{var['name']}: only label_values(metric, label) is supported, got {query!r}"
+        m = re.fullmatch(r"label_values\((\w+(?:\{[^}]*\})?),\s*(\w+)\)", query)
+        assert m, f"{var['name']}: only label_values(selector, label) is supported: {query!r}"
         r = requests.get(
             f"{stack.prometheus_url}/api/v1/label/{m.group(2)}/values",
-            params={"match[]": m.group(1)},
+            params={"match[]": substitute(m.group(1), values)},
             timeout=10,
         )
         options = r.json()["data"]
         assert options, f"variable ${var['name']} ({query}) has no value"
         default = var.get("current", {}).get("value")
+        if isinstance(default, list):
+            assert var.get("multi"), f"${var['name']}: a list default needs multi"
+            (default,) = default
+        if default == "$__all":
+            assert var.get("includeAll"), f"${var['name']}: All is the default but not offered"
+            values[var["name"]] = var.get("allValue") or "|".join(map(re.escape, options))
+            continue
         assert default in options, f"${var['name']} default {default!r} not among {options}"
         values[var["name"]] = default
     return values
@@ -145,6 +156,35 @@ def substitute(expr: str, values: dict[str, str]) -> str:
         return values[name]
 
     return VARIABLE.sub(repl, expr)
+
+
+# a selector of a dashboard expression: metric{labels}
+SELECTOR = re.compile(r"([a-zA-Z_:][\w:]*)\{([^}]*)\}")
+
+
+def test_every_dashboard_has_an_instance_variable_all_by_default() -> None:
+    for path in DASHBOARD_FILES:
+        board = load(path)
+        (var,) = [v for v in board["templating"]["list"] if v["name"] == "instance"]
+        assert var["type"] == "query" and var["includeAll"] and var["multi"], board["uid"]
+        assert var["current"]["value"] == ["$__all"], f"{board['uid']}: All is not the default"
+        assert var["allValue"] == ".*"  # also the replicas gone since (a killed one's history)
+        assert re.fullmatch(r'label_values\(up\{job="[^"]+"\}, instance\)', var["query"])
+
+
+def test_per_process_panels_filter_by_instance() -> None:
+    """Every selector on the job the instance variable lists filters by it; only the fleet's
+    recorded SLO series (job:*, no instance label) stay whole."""
+    for path in DASHBOARD_FILES:
+        board = load(path)
+        (var,) = [v for v in board["templating"]["list"] if v["name"] == "instance"]
+        job = re.search(r'job="([^"]+)"', var["query"]).group(1)  # type: ignore[union-attr]
+        for panel in panels(board):
+            for target in panel.get("targets", []):
+                for metric, labels in SELECTOR.findall(target["expr"]):
+                    if f'job="{job}"' not in labels or metric.startswith("job:"):
+                        continue
+                    assert 'instance=~"$instance"' in labels, (board["uid"], panel["title"])
 
 
 def test_every_dashboard_variable_resolves(stack: Stack) -> None:

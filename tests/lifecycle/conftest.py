@@ -22,7 +22,7 @@ import pytest
 
 from lifecycle.settings import LifecycleSettings
 from tagger.settings import TagwatchSettings
-from tagger.train import TrainConfig, fit_artefact, split_by_time, write_result
+from tagger.train import train_variants
 
 SMALL_TRAIN_ROWS = 4000
 
@@ -39,26 +39,9 @@ def small_artefacts(
     tmp_path_factory: pytest.TempPathFactory, tagwatch_settings: TagwatchSettings
 ) -> dict[str, Path]:
     """Two small real models (``small-k20``, ``small-k30``) in one folder, no LATEST."""
-    from tagger.data import load_questions
-
     out = tmp_path_factory.mktemp("artefacts")
-    df = load_questions(tagwatch_settings.titles_path)
-    paths = {}
-    for k in (20, 30):
-        config = TrainConfig(
-            data_path=tagwatch_settings.titles_path,
-            output_dir=out,
-            k=k,
-            max_train_rows=SMALL_TRAIN_ROWS,
-            version=f"small-k{k}",
-            progress=False,
-            set_latest=False,
-        )
-        split = split_by_time(df, config.cutoff, config.validation_share, SMALL_TRAIN_ROWS)
-        validation = split.validation.tail(1500)
-        result = fit_artefact(split.train, validation, config)
-        paths[result.version] = write_result(result, out, set_latest=False)
-    return paths
+    return train_variants(tagwatch_settings.titles_path, out, (20, 30), SMALL_TRAIN_ROWS,
+                          validation_tail=1500, prefix="small-k")  # fmt: skip
 
 
 def mlflow_settings(root: Path, **extra: object) -> TagwatchSettings:

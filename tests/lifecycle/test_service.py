@@ -137,6 +137,27 @@ def test_webhook_triggers_once_then_debounces(
     }
 
 
+def test_manual_retrain_runs_once_at_a_time(service: tuple[str, RetrainEnv, Process]) -> None:
+    url, _, proc = service
+    r = requests.post(f"{url}/retrain", timeout=10)
+    assert r.status_code == 202 and r.json()["action"] == "started", r.text
+    busy = requests.post(f"{url}/retrain", timeout=10)
+    # the skipped retrain is quick: either still running (409) or already done (202 again)
+    assert (busy.status_code, busy.json()["action"]) in {(409, "busy"), (202, "started")}
+
+    def finished() -> bool:
+        health = requests.get(f"{url}/healthz", timeout=5).json()
+        return health["last"]["outcome"] == "skipped" and not health["retrain_running"]
+
+    wait_until(proc, finished, "the manual retrain to finish", 60)
+    health = requests.get(f"{url}/healthz", timeout=5).json()
+    assert health["last"]["source"] == "manual"
+    text = requests.get(f"{url}/metrics", timeout=5).text
+    runs = metric_value(text, "tagwatch_retrain_runs_total", 'outcome="skipped"')
+    assert runs == (2 if busy.status_code == 202 else 1)
+    assert requests.get(f"{url}/retrain", timeout=5).status_code == 405
+
+
 def test_bad_webhook_input_is_a_4xx_json_error_and_changes_nothing(
     service: tuple[str, RetrainEnv, Process],
 ) -> None:

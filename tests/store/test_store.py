@@ -95,8 +95,8 @@ def test_rows_survive_reopen(tmp_path: Path) -> None:
 def test_open_store_urls(tmp_path: Path) -> None:
     assert isinstance(open_store(f"sqlite:///{tmp_path / 'a.db'}"), SQLiteStore)
     assert isinstance(open_store(str(tmp_path / "b.db")), SQLiteStore)
-    with pytest.raises(StoreError, match="unsupported store URL scheme: 'postgresql'"):
-        open_store("postgresql://localhost/x")
+    with pytest.raises(StoreError, match="unsupported store URL scheme: 'mysql'"):
+        open_store("mysql://localhost/x")
     (tmp_path / "file").write_text("x")
     with pytest.raises(StoreError, match="cannot open store"):
         SQLiteStore(tmp_path / "file" / "c.db")

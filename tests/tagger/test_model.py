@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from tagger.artefact import ArtefactError, load_artefact, load_baseline, read_card
+from tagger.columns import FEATURE_COLUMNS, NO_TAG
 from tagger.data import DataError, load_questions, questions_of
-from tagger.model import FEATURE_COLUMNS, NO_TAG, DecisionRule
+from tagger.model import DecisionRule
 from tagger.settings import TagwatchSettings
 from tagger.text import clean_question
 from tagger.train import DEFAULT_CUTOFF, main, split_by_time, top_k_tags
