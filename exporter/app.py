@@ -20,7 +20,7 @@ from exporter.metrics import NoMetrics, PredictorMetrics, SupervisorCollector
 from exporter.openapi import load_openapi
 from exporter.settings import PredictorSettings
 from exporter.signing import SecretError, check_bearer, check_signature, read_secret
-from exporter.supervisor import read_status
+from exporter.supervisor import SupervisorStatus, read_status
 from exporter.validation import ApiError, FeedbackRequest, parse_feedback, parse_predict
 from store import (
     FeedbackRecord,
@@ -364,19 +364,27 @@ def _unexpected(exc: Exception) -> tuple[Response, int]:
     return jsonify({"error": "internal error", "status": 500}), 500
 
 
-def _load_services(settings: PredictorSettings, registry: CollectorRegistry) -> Services:
-    artefact: Artefact | None = None
-    artefact_error = None
-    # under the supervisor, the version it vetted (models/LATEST may name one being checked)
-    status = read_status(settings.multiproc_dir)
+def _load_artefact(
+    settings: PredictorSettings, status: SupervisorStatus | None
+) -> tuple[Artefact | None, str | None]:
+    """The model to serve; under the supervisor, the version it vetted (models/LATEST may name
+    one still being checked)."""
     version = settings.model_version
     if version == "latest" and status is not None and status.served:
         version = status.served
     try:
-        artefact = load_artefact(settings.models_dir, version)
+        return load_artefact(settings.models_dir, version), None
     except ArtefactError as exc:
-        artefact_error = str(exc)
         log.error("model not loaded: %s", exc)
+        return None, str(exc)
+
+
+def _build_metrics(
+    settings: PredictorSettings,
+    registry: CollectorRegistry,
+    artefact: Artefact | None,
+    status: SupervisorStatus | None,
+) -> PredictorMetrics:
     tags = [str(t) for t in artefact.model.classes] if artefact else []
     metrics: PredictorMetrics = NoMetrics()
     if settings.metrics_enabled:
@@ -390,52 +398,59 @@ def _load_services(settings: PredictorSettings, registry: CollectorRegistry) -> 
         # the registry version the supervisor synced this artefact from (0: a local model)
         if status is not None:
             metrics.set_registry_version(status.registry_versions.get(artefact.version, 0))
+    return metrics
+
+
+def _open_writer(
+    settings: PredictorSettings, metrics: PredictorMetrics
+) -> tuple[WriteBehindStore | None, str | None]:
+    """The store behind its spool and writer thread. A store that cannot be opened now
+    (missing, unwritable) is retried in the background; rows are queued and spooled meanwhile,
+    /readyz says why."""
+    if not settings.store_enabled:
+        return None, "disabled"
+    url = settings.store_url
+
+    def opener() -> PredictionStore:
+        return open_store(
+            url,
+            timeout_seconds=0.5,
+            busy_timeout_seconds=REQUEST_BUSY_TIMEOUT_SECONDS,
+            guard_read_only=True,
+        )
 
     def on_store_error(exc: Exception) -> None:
         log.error("store: %s (rows kept queued and spooled, retried)", exc)
         metrics.observe_store_error()
 
-    store: PredictionStore | None = None
-    writer: WriteBehindStore | None = None
-    store_error = None
-    if settings.store_enabled:
-        url = settings.store_url
+    try:
+        writer = WriteBehindStore(
+            opener=opener,
+            on_error=on_store_error,
+            spool_dir=settings.store_spool_dir or spool_dir_for(url),
+            on_dead_letter=metrics.observe_dead_letters,
+            on_recovered=metrics.observe_recovered_rows,
+            on_backlog=metrics.set_store_backlog,
+            feedback_scorer=score_feedback,
+            feedback_pending_seconds=settings.feedback_pending_seconds,
+            on_feedback=metrics.observe_resolved_feedback,
+            retention=partial(
+                run_retention,
+                retention_days=settings.retention_days,
+                feature_retention_days=settings.feature_retention_days,
+                on_pruned=metrics.observe_pruned,
+            ),
+            retention_interval_seconds=settings.retention_interval_seconds,
+        )
+    except StoreError as exc:
+        log.error("store not opened: %s", exc)
+        return None, str(exc)
+    atexit.register(writer.close)  # flush queued rows when the worker exits
+    return writer, None
 
-        def opener() -> PredictionStore:
-            return open_store(
-                url,
-                timeout_seconds=0.5,
-                busy_timeout_seconds=REQUEST_BUSY_TIMEOUT_SECONDS,
-                guard_read_only=True,
-            )
 
-        try:
-            # a store that cannot be opened now (missing, unwritable) is retried in the
-            # background; rows are queued and spooled meanwhile, /readyz says why
-            store = writer = WriteBehindStore(
-                opener=opener,
-                on_error=on_store_error,
-                spool_dir=settings.store_spool_dir or spool_dir_for(url),
-                on_dead_letter=metrics.observe_dead_letters,
-                on_recovered=metrics.observe_recovered_rows,
-                on_backlog=metrics.set_store_backlog,
-                feedback_scorer=score_feedback,
-                feedback_pending_seconds=settings.feedback_pending_seconds,
-                on_feedback=metrics.observe_resolved_feedback,
-                retention=partial(
-                    run_retention,
-                    retention_days=settings.retention_days,
-                    feature_retention_days=settings.feature_retention_days,
-                    on_pruned=metrics.observe_pruned,
-                ),
-                retention_interval_seconds=settings.retention_interval_seconds,
-            )
-            atexit.register(writer.close)  # flush queued rows when the worker exits
-        except StoreError as exc:
-            store_error = str(exc)
-            log.error("store not opened: %s", exc)
-    else:
-        store_error = "disabled"
+def _read_secrets(settings: PredictorSettings) -> dict[str, str | None]:
+    """Credentials for reading stored questions; one that cannot be read disables that way."""
     secrets: dict[str, str | None] = {}
     for name, path in (
         ("api_token", settings.api_token_file),
@@ -446,6 +461,15 @@ def _load_services(settings: PredictorSettings, registry: CollectorRegistry) -> 
         except SecretError as exc:
             secrets[name] = None
             log.error("%s: reading stored questions that way is disabled", exc)
+    return secrets
+
+
+def _load_services(settings: PredictorSettings, registry: CollectorRegistry) -> Services:
+    status = read_status(settings.multiproc_dir)
+    artefact, artefact_error = _load_artefact(settings, status)
+    metrics = _build_metrics(settings, registry, artefact, status)
+    writer, store_error = _open_writer(settings, metrics)
+    secrets = _read_secrets(settings)
     return Services(
         api_token=secrets["api_token"],
         link_secret=secrets["link_secret"],
@@ -454,9 +478,9 @@ def _load_services(settings: PredictorSettings, registry: CollectorRegistry) -> 
         metrics=metrics,
         artefact=artefact,
         artefact_error=artefact_error,
-        store=store,
+        store=writer,
         store_error=store_error,
-        vocabulary=frozenset(tags),
+        vocabulary=frozenset(str(t) for t in artefact.model.classes) if artefact else frozenset(),
         writer=writer,
     )
 

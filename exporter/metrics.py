@@ -51,11 +51,24 @@ class PredictorMetrics:
     def __init__(
         self, registry: CollectorRegistry, tags: Sequence[str] = (), batch_size: int = 1
     ) -> None:
-        r = registry
         self.batch_size = batch_size
         self._flush_lock = threading.Lock()
         self._requests_pending: list[tuple[str, int, float]] = []
         self._predictions_pending: list[tuple[float, tuple[str, ...], int, int, float, float]] = []
+        self._declare_requests(registry)
+        self._declare_predictions(registry)
+        self._declare_feedback(registry)
+        self._declare_model(registry)
+        self._declare_store(registry)
+        # every vocabulary tag exists from the start (rates are never absent), and labelled
+        # children are looked up once: ``labels()`` costs more than the increment itself
+        self._tag_children = {tag: self.predicted_tags.labels(tag=tag) for tag in tags}
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        for endpoint in ("predict", "feedback"):
+            self.request_duration.labels(endpoint=endpoint)
+
+    def _declare_requests(self, r: CollectorRegistry) -> None:
+        """HTTP traffic and model time."""
         self.inference = Histogram(
             "tagwatch_inference_seconds",
             "Model time per question (cleaning, scoring, decision, features).",
@@ -75,6 +88,9 @@ class PredictorMetrics:
             buckets=REQUEST_BUCKETS,
             registry=r,
         )
+
+    def _declare_predictions(self, r: CollectorRegistry) -> None:
+        """What questions look like and what was predicted (data drift, live)."""
         self.predictions = Counter(
             "tagwatch_predictions", "Questions answered by /predict.", registry=r
         )
@@ -116,6 +132,9 @@ class PredictorMetrics:
             buckets=(0, 1, 2, 3, 4, 5),
             registry=r,
         )
+
+    def _declare_feedback(self, r: CollectorRegistry) -> None:
+        """Quality from users' tags (coverage, Jaccard) and concept-drift signals."""
         self.feedback = Counter(
             "tagwatch_feedback", "Feedback received (each prediction counts once).", registry=r
         )
@@ -154,6 +173,9 @@ class PredictorMetrics:
             "User tags outside the model vocabulary (a concept-drift signal).",
             registry=r,
         )
+
+    def _declare_model(self, r: CollectorRegistry) -> None:
+        """The model served: version, registry version and its validation scores."""
         self.model_info = Gauge(
             "tagwatch_model_info",
             "The model being served (always 1).",
@@ -179,6 +201,15 @@ class PredictorMetrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+        self.registry_version = Gauge(
+            "tagwatch_model_registry_version",
+            "Registry version (models:/tagwatch/N) of the model served; 0 when not from it.",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+
+    def _declare_store(self, r: CollectorRegistry) -> None:
+        """The store behind the spool: backlog, refusals, recovery, retention."""
         self.store_errors = Counter(
             "tagwatch_store_errors", "Failed writes or reads of the prediction store.", registry=r
         )
@@ -214,18 +245,6 @@ class PredictorMetrics:
             "Stored predictions deleted by retention (TAGWATCH_FEATURE_RETENTION_DAYS).",
             registry=r,
         )
-        self.registry_version = Gauge(
-            "tagwatch_model_registry_version",
-            "Registry version (models:/tagwatch/N) of the model served; 0 when not from it.",
-            multiprocess_mode="livemax",
-            registry=r,
-        )
-        # every vocabulary tag exists from the start (rates are never absent), and labelled
-        # children are looked up once: ``labels()`` costs more than the increment itself
-        self._tag_children = {tag: self.predicted_tags.labels(tag=tag) for tag in tags}
-        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
-        for endpoint in ("predict", "feedback"):
-            self.request_duration.labels(endpoint=endpoint)
 
     def set_model(self, card: dict[str, Any]) -> None:
         trained_until = str(card.get("training_period", {}).get("cutoff", ""))[:10]
