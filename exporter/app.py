@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from werkzeug.exceptions import HTTPException
@@ -318,28 +318,43 @@ def metrics() -> Response:
     return Response(data, content_type=CONTENT_TYPE_LATEST)  # mimetype= would add a 2nd charset
 
 
-_ENDPOINT_LABELS = {
-    "predictor.predict": "predict",
-    "predictor.feedback": "feedback",
-    "predictor.prediction": "prediction",
-    "predictor.metrics": "metrics",
-    "predictor.healthz": "healthz",
-    "predictor.readyz": "readyz",
+_PATH_LABELS = {
+    "/predict": "predict",
+    "/feedback": "feedback",
+    "/metrics": "metrics",
+    "/healthz": "healthz",
+    "/readyz": "readyz",
 }
 
 
-def _before() -> None:
-    g.t0 = time.perf_counter()
+class _TimedRequests:
+    """WSGI middleware: each request's count and duration by endpoint and status.
 
+    A middleware instead of Flask's before/after-request hooks: those reach ``g`` and
+    ``request`` through context-local proxies, which cost more per request than the metric
+    itself, on a path where 10 µs is ~1 % of the predictor's throughput.
+    """
 
-def _after(response: Response) -> Response:
-    t0 = g.get("t0")
-    if t0 is not None:
-        endpoint = _ENDPOINT_LABELS.get(request.endpoint or "", "other")
-        _services().metrics.observe_request(
-            endpoint, response.status_code, time.perf_counter() - t0
+    def __init__(self, app: Any, metrics: PredictorMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        t0 = time.perf_counter()
+        status = 0
+
+        def timed_start_response(code: str, headers: Any, exc_info: Any = None) -> Any:
+            nonlocal status
+            status = int(code[:3])
+            return start_response(code, headers, exc_info)
+
+        body = self.app(environ, timed_start_response)
+        path = environ.get("PATH_INFO", "")
+        label = _PATH_LABELS.get(path) or (
+            "prediction" if path.startswith("/predictions/") else "other"
         )
-    return response
+        self.metrics.observe_request(label, status, time.perf_counter() - t0)
+        return body
 
 
 def _api_error(exc: ApiError) -> tuple[Response, int]:
@@ -498,8 +513,8 @@ def create_app(
     app.extensions["tagwatch"] = _load_services(settings, registry)
     app.register_blueprint(bp)
     if settings.metrics_enabled:
-        app.before_request(_before)
-        app.after_request(_after)
+        services: Services = app.extensions["tagwatch"]
+        app.wsgi_app = _TimedRequests(app.wsgi_app, services.metrics)  # type: ignore[method-assign]
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

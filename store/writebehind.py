@@ -1,6 +1,6 @@
 """Batched writes in front of a store, with a per-process spool so no acknowledged row is lost.
 
-The predictor's hot path pays ~10 µs a row (a spool line + a queue entry), not a commit.
+The predictor's hot path pays a few µs a row (a spool line + a queue entry), not a commit.
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ class WriteBehindStore:
         self,
         inner: PredictionStore | None = None,
         on_error: Callable[[Exception], None] | None = None,
-        max_batch: int = 64,
-        max_delay_seconds: float = 0.05,
+        max_batch: int = 256,
+        max_delay_seconds: float = 0.2,
         max_backoff_seconds: float = 2.0,
         max_pending: int = 200_000,
         *,
