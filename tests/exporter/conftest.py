@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,34 @@ def registry() -> CollectorRegistry:
     return CollectorRegistry()
 
 
+def close_app(app: Flask) -> None:
+    """Stop an app's store writer, so that no thread outlives its test."""
+    writer = app.extensions["tagwatch"].writer
+    if writer is not None:
+        writer.close()
+
+
 @pytest.fixture
-def app(predictor_settings: PredictorSettings, registry: CollectorRegistry) -> Flask:
-    return create_app(predictor_settings, registry)
+def make_app() -> Iterator[Callable[..., Flask]]:
+    """``create_app`` whose apps are closed when the test ends."""
+    apps: list[Flask] = []
+
+    def make(settings: PredictorSettings, registry: CollectorRegistry | None = None) -> Flask:
+        apps.append(create_app(settings, registry if registry is not None else CollectorRegistry()))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        close_app(app)
+
+
+@pytest.fixture
+def app(
+    predictor_settings: PredictorSettings,
+    registry: CollectorRegistry,
+    make_app: Callable[..., Flask],
+) -> Flask:
+    return make_app(predictor_settings, registry)
 
 
 @pytest.fixture

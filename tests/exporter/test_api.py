@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry
 
-from exporter.app import create_app
 from exporter.settings import PredictorSettings
 from exporter.signing import signed_query
 from tests.exporter.conftest import AUTH, LINK_SECRET, metric
@@ -238,11 +238,13 @@ def test_health_and_readiness(client: FlaskClient) -> None:
     assert ready.get_json() == {"status": "ready", "model_version": "test"}
 
 
-def test_missing_model_is_not_ready_and_predict_is_503(tmp_path: Path) -> None:
+def test_missing_model_is_not_ready_and_predict_is_503(
+    tmp_path: Path, make_app: Callable[..., Flask]
+) -> None:
     settings = PredictorSettings(
         models_dir=tmp_path / "none", store_url=f"sqlite:///{tmp_path / 's.db'}"
     )
-    client = create_app(settings, CollectorRegistry()).test_client()
+    client = make_app(settings).test_client()
     ready = client.get("/readyz")
     assert ready.status_code == 503
     assert "no model trained yet" in ready.get_json()["problems"][0]
@@ -275,11 +277,13 @@ def test_store_failure_never_fails_a_prediction_nor_loses_it(
     assert store.inner.get_prediction(body["prediction_id"]).tags == body["tags"]
 
 
-def test_unwritable_store_is_not_ready(models_dir: Path, tmp_path: Path) -> None:
+def test_unwritable_store_is_not_ready(
+    models_dir: Path, tmp_path: Path, make_app: Callable[..., Flask]
+) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     settings = PredictorSettings(models_dir=models_dir, store_url=f"sqlite:///{blocker}/s.db")
-    client = create_app(settings, CollectorRegistry()).test_client()
+    client = make_app(settings).test_client()
     ready = client.get("/readyz")
     assert ready.status_code == 503
     assert "store" in ready.get_json()["problems"][0]
@@ -299,10 +303,12 @@ def test_metrics_pass_promtool(client: FlaskClient, tmp_path: Path) -> None:
     assert out.stdout.strip() == "" and out.stderr.strip() == ""
 
 
-def test_metrics_and_store_can_be_switched_off(models_dir: Path) -> None:
+def test_metrics_and_store_can_be_switched_off(
+    models_dir: Path, make_app: Callable[..., Flask]
+) -> None:
     settings = PredictorSettings(models_dir=models_dir, metrics_enabled=False, store_enabled=False)
     registry = CollectorRegistry()
-    client = create_app(settings, registry).test_client()
+    client = make_app(settings, registry).test_client()
     body = predict(client)
     assert body["tags"]
     assert registry.get_sample_value("tagwatch_predictions_total") is None
@@ -331,8 +337,10 @@ def test_reading_a_stored_question_needs_a_token_or_a_signed_link(client: FlaskC
     assert junk.status_code == 403 and junk.is_json
 
 
-def test_without_credentials_configured_stored_questions_are_closed(models_dir: Path) -> None:
-    app = create_app(PredictorSettings(models_dir=models_dir, store_url="sqlite:///:memory:"))
+def test_without_credentials_configured_stored_questions_are_closed(
+    models_dir: Path, make_app: Callable[..., Flask]
+) -> None:
+    app = make_app(PredictorSettings(models_dir=models_dir, store_url="sqlite:///:memory:"))
     resp = app.test_client().get("/predictions/x", headers=AUTH)
     assert resp.status_code == 403
     assert "TAGWATCH_API_TOKEN_FILE" in resp.get_json()["error"]

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from exporter.app import create_app
 from exporter.openapi import load_openapi
 from exporter.settings import PredictorSettings
+from tests.exporter.conftest import close_app
 from tests.processes import start_predictor
 
 MIN_REQUESTS = 2000
@@ -42,7 +43,7 @@ SEEN: dict[str, int] = {"requests": 0}
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Flask:
+def fuzz_app(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     tmp = tmp_path_factory.mktemp("fuzz")
     (tmp / "token").write_text(TOKEN)
     (tmp / "link").write_text("fuzz-link-secret-0123456789")
@@ -52,7 +53,9 @@ def fuzz_app(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Flas
         api_token_file=tmp / "token",
         link_secret_file=tmp / "link",
     )
-    return create_app(settings)
+    app = create_app(settings)
+    yield app
+    close_app(app)
 
 
 @pytest.fixture(scope="module")
