@@ -412,6 +412,20 @@ def _add(
     return out[0 if is_settled else 1].setdefault(int(tb), _empty_bin())
 
 
+@dataclass(frozen=True)
+class CountWindow:
+    """The rows one run counts: complete bins ``[start_ns, end_ns)`` of ``bin_ns``, rows with
+    ``seq > after_seq``, ``top_tag`` keyed by ``categories``, model versions in ``exclude``
+    left out."""
+
+    start_ns: int
+    end_ns: int
+    bin_ns: int
+    after_seq: int
+    categories: list[str]
+    exclude: list[str]
+
+
 def count_new_rows(
     source: Source,
     *,
@@ -430,72 +444,75 @@ def count_new_rows(
     """
     if not supports_bin(bin_ns):
         raise ValueError(f"bin width {bin_ns} ns is not whole seconds: use the pandas path")
+    window = CountWindow(start_ns, end_ns, bin_ns, after_seq, categories, sorted(exclude_versions))
     try:
-        return _count(
-            source,
-            start_ns,
-            end_ns,
-            bin_ns,
-            after_seq,
-            categories,
-            sorted(exclude_versions),
-            wait_seconds,
-        )
+        result = _settled_horizon(source, window, wait_seconds)
+        if result.max_seq > after_seq:
+            _scan_into(source, window, result)
+        return result
     except (sa_exc.SQLAlchemyError, sqlite3.Error) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StoreError(f"drift counts failed: {first}") from exc
 
 
-def _count(
-    source: Source,
-    start_ns: int,
-    end_ns: int,
-    bin_ns: int,
-    after_seq: int,
-    categories: list[str],
-    exclude: list[str],
-    wait_seconds: float,
-) -> SQLCounts:
-    timings: dict[str, float] = {}
+def _settled_horizon(source: Source, w: CountWindow, wait_seconds: float) -> SQLCounts:
+    """An empty result with its ``horizon``: the last seq below which no row can still
+    commit (nor belong to the current, partial bin), and ``max_seq``."""
     t0 = time.perf_counter()
     with source.session(snapshot=False) as db:
         max_seq, settled_all = settle(db, wait_seconds)
-        horizon = max_seq if settled_all else after_seq
-        first_later = _first_seq_after(db, end_ns, after_seq, max_seq)
+        horizon = max_seq if settled_all else w.after_seq
+        first_later = _first_seq_after(db, w.end_ns, w.after_seq, max_seq)
     if first_later is not None:
         horizon = min(horizon, first_later - 1)
-    horizon = max(horizon, after_seq)
-    timings["settle"] = time.perf_counter() - t0
-    result = SQLCounts(horizon=horizon, max_seq=max_seq, seconds=timings)
-    if max_seq <= after_seq:
-        return result
+    horizon = max(horizon, w.after_seq)
+    return SQLCounts(horizon=horizon, max_seq=max_seq, seconds={"settle": time.perf_counter() - t0})
+
+
+def _scan_into(source: Source, w: CountWindow, result: SQLCounts) -> None:
+    """Run the scans of one snapshot and add their counts to ``result``."""
     out = (result.settled, result.pending)
     with source.session(snapshot=True) as db:
-        where = _where(start_ns, end_ns, after_seq, max_seq, exclude, db.dialect == "sqlite")
+        where = _where(
+            w.start_ns, w.end_ns, w.after_seq, result.max_seq, w.exclude, db.dialect == "sqlite"
+        )
         in_scan = db.dialect == "postgresql"
-        queries = scan_queries(bin_ns, categories, where, horizon, in_scan)
+        queries = scan_queries(w.bin_ns, w.categories, where, result.horizon, in_scan)
         names = ["+".join(scan) for scan in SCANS]
         for name, query in zip(names if in_scan else ["feedback", *names], queries, strict=True):
             t1 = time.perf_counter()
             rows = db.rows(query)
-            timings[name] = time.perf_counter() - t1
+            result.seconds[name] = time.perf_counter() - t1
             if name == "feedback":
-                for tb, is_settled, questions, tags, unknown in rows:
-                    b = _add(out, tb, is_settled)
-                    b["fb_questions"] += int(questions)
-                    b["fb_tags"] += int(tags)
-                    b["fb_unknown"] += int(unknown)
-                continue
-            for field_index, tb, is_settled, key, n in rows:
-                b = _add(out, tb, is_settled)
-                name = FIELDS[field_index]
-                if name in FEEDBACK_FIELDS:
-                    b[name] += int(n)
-                    continue
-                if name == "top_tag":
-                    key = OTHER if key < 0 else categories[key]
-                    b["rows"] += int(n)  # every row has exactly one top_tag key
-                hist = b["hist"].setdefault(name, {})
-                hist[str(key)] = hist.get(str(key), 0) + int(n)
+                _add_feedback_rows(out, rows)
+            else:
+                _add_scan_rows(out, rows, w.categories)
     result.rows = sum(b["rows"] for d in out for b in d.values())
-    return result
+
+
+def _add_feedback_rows(
+    out: tuple[dict[int, BinCounts], dict[int, BinCounts]], rows: list[tuple[Any, ...]]
+) -> None:
+    for tb, is_settled, questions, tags, unknown in rows:
+        b = _add(out, tb, is_settled)
+        b["fb_questions"] += int(questions)
+        b["fb_tags"] += int(tags)
+        b["fb_unknown"] += int(unknown)
+
+
+def _add_scan_rows(
+    out: tuple[dict[int, BinCounts], dict[int, BinCounts]],
+    rows: list[tuple[Any, ...]],
+    categories: list[str],
+) -> None:
+    for field_index, tb, is_settled, key, n in rows:
+        b = _add(out, tb, is_settled)
+        name = FIELDS[field_index]
+        if name in FEEDBACK_FIELDS:
+            b[name] += int(n)
+            continue
+        if name == "top_tag":
+            key = OTHER if key < 0 else categories[key]
+            b["rows"] += int(n)  # every row has exactly one top_tag key
+        hist = b["hist"].setdefault(name, {})
+        hist[str(key)] = hist.get(str(key), 0) + int(n)

@@ -28,6 +28,7 @@ from store import (
     PredictionStore,
     StoreError,
     WriteBehindStore,
+    minted_at,
     new_prediction_id,
     open_store,
     spool_dir_for,
@@ -144,17 +145,10 @@ CLOCK_SKEW_SECONDS = 60.0
 
 
 def _minted_within(prediction_id: str, seconds: float) -> bool:
-    """Ids are 32 hex digits starting with their nanosecond timestamp (store.new_prediction_id):
-    a missing id minted within the pending window may be in flight (another worker's queue,
+    """A missing id minted within the pending window may be in flight (another worker's queue,
     another replica's spool), not unknown."""
-    if len(prediction_id) != 32:
-        return False
-    try:
-        minted = int(prediction_id[:16], 16) / 1e9
-        int(prediction_id[16:], 16)
-    except ValueError:
-        return False
-    return -CLOCK_SKEW_SECONDS <= time.time() - minted <= seconds
+    minted = minted_at(prediction_id)
+    return minted is not None and -CLOCK_SKEW_SECONDS <= time.time() - minted <= seconds
 
 
 def score_feedback(predicted: Sequence[str], tags: Sequence[str]) -> tuple[float, float]:

@@ -60,7 +60,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "creating $VENV"
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import exporter.app, drift, alerting.mailsink, honcho, aiosmtpd" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import exporter.app, drift, alerting.mailsink, stack.config, honcho, aiosmtpd" 2>/dev/null; then
   echo "installing tagwatch into $VENV"
   "$VENV/bin/pip" install --quiet -e "$STACK_ROOT[dev]"
 fi
@@ -127,7 +127,7 @@ python -m alerting render-config --output "$STACK_VAR/alertmanager/alertmanager.
 # Prometheus runs a copy of prometheus/prometheus.yml with the ports of scripts/services.conf
 # (STACK_DEMO_MAX_FOR, STACK_PROMETHEUS_INTERVAL: shorter for tests)
 # (the fleet: the targets in file_sd files, where more replicas are one more line away)
-python "$STACK_ROOT/scripts/stack_config.py" prometheus --output "$STACK_VAR/prometheus-config" \
+python -m stack.config prometheus --output "$STACK_VAR/prometheus-config" \
   ${TAGWATCH_DEMO:+--demo --max-for "${STACK_DEMO_MAX_FOR:-1m}"} ${STACK_FLEET:+--file-sd} \
   ${STACK_PROMETHEUS_INTERVAL:+--interval "$STACK_PROMETHEUS_INTERVAL"} >/dev/null
 export TAGWATCH_PROMETHEUS_CONFIG="${TAGWATCH_PROMETHEUS_CONFIG:-$STACK_VAR/prometheus-config/prometheus.yml}"

@@ -5,11 +5,13 @@ lifecycle (retraining from feedback) read them. SQLite (WAL) is the embedded def
 """
 
 from store.records import (
+    BatchPolicy,
     FeedbackRecord,
     PredictionRecord,
     PredictionStore,
     RowRejected,
     StoreError,
+    minted_at,
     new_prediction_id,
 )
 from store.sqlite import SCHEMA, SQLiteStore, open_store, spool_dir_for
@@ -17,6 +19,7 @@ from store.writebehind import WriteBehindStore
 
 __all__ = [
     "SCHEMA",
+    "BatchPolicy",
     "FeedbackRecord",
     "PredictionRecord",
     "PredictionStore",
@@ -24,6 +27,7 @@ __all__ = [
     "SQLiteStore",
     "StoreError",
     "WriteBehindStore",
+    "minted_at",
     "new_prediction_id",
     "open_store",
     "spool_dir_for",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-from store.records import PRUNE_BATCH_ROWS, PredictionStore
+from store.records import PRUNE_BATCH_ROWS, PRUNE_PAUSE_SECONDS, PredictionStore
 
 log = logging.getLogger("store.retention")
 DAY_SECONDS = 86_400.0
@@ -49,6 +49,39 @@ def cutoffs(retention_days: float, feature_retention_days: float, now: float) ->
         return now - days * DAY_SECONDS if days > 0 else -math.inf
 
     return Cutoffs(before(retention_days), before(feature_retention_days))
+
+
+# a position in (created_at, seq) order: where blanking resumes
+Position = tuple[float, int]
+
+
+def prune_in_batches(
+    delete_batch: Callable[[], int],
+    blank_batch: Callable[[Position | None], tuple[int, Position | None]],
+    batch: int,
+) -> tuple[int, int]:
+    """The loop every store's ``prune`` runs: aged rows deleted, then aged text blanked, one
+    short transaction per batch with a pause between, so that writers never wait long.
+
+    ``delete_batch`` deletes up to ``batch`` rows and says how many; ``blank_batch(after)``
+    blanks the next batch after ``after`` (None: from the store's watermark) and returns
+    (rows blanked, where to go on, None when done). (rows blanked, rows deleted).
+    """
+    deleted = blanked = 0
+    while True:
+        n = delete_batch()
+        deleted += n
+        if n < batch:
+            break
+        time.sleep(PRUNE_PAUSE_SECONDS)
+    after: Position | None = None
+    while True:
+        n, after = blank_batch(after)
+        blanked += n
+        if after is None:
+            break
+        time.sleep(PRUNE_PAUSE_SECONDS)
+    return blanked, deleted
 
 
 @dataclass(frozen=True)

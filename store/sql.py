@@ -12,7 +12,6 @@ import json
 import math
 import operator
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from store.records import (
     PRUNE_BATCH_ROWS,
-    PRUNE_PAUSE_SECONDS,
+    BatchPolicy,
     FeedbackRecord,
     PredictionRecord,
     RowRejected,
@@ -34,6 +33,7 @@ from store.records import (
     StoreError,
     dumps,
 )
+from store.retention import prune_in_batches
 from store.schema import feedback, feedback_pending, meta, predictions
 from tagger.columns import FEATURE_COLUMNS
 
@@ -152,9 +152,11 @@ class SQLStore:
     """
 
     STATEMENT_TIMEOUT_FLOOR_SECONDS = 0.25
-    # read by WriteBehindStore: batches are written by its writer thread only (a commit here
-    # waits for the network and the server's fsync: ~5-15 ms a batch, measured locally)
-    writes_on_request_thread = False
+    # a commit waits for the network and the server's fsync (~5-15 ms a batch, measured
+    # locally): batches are written by the writer thread only, up to 0.25 s of rows each, so
+    # that the fixed cost per transaction, paid on the predictor's cores when the database is
+    # local, stays low per row while a row still reaches the database well within a second
+    batch_policy = BatchPolicy(max_rows=2048, max_delay_seconds=0.25, on_request_thread=False)
 
     def __init__(
         self,
@@ -517,21 +519,11 @@ class SQLStore:
 
         Blanking resumes from a watermark in ``meta`` (as in SQLite).
         """
-        deleted = blanked = 0
-        while True:
-            n = self._delete_batch(rows_before, batch)
-            deleted += n
-            if n < batch:
-                break
-            time.sleep(PRUNE_PAUSE_SECONDS)
-        after: tuple[float, int] | None = None
-        while True:
-            n, after = self._blank_batch(text_before, batch, after)
-            blanked += n
-            if after is None:
-                break
-            time.sleep(PRUNE_PAUSE_SECONDS)
-        return blanked, deleted
+        return prune_in_batches(
+            lambda: self._delete_batch(rows_before, batch),
+            lambda after: self._blank_batch(text_before, batch, after),
+            batch,
+        )
 
     def _delete_batch(self, before: float, batch: int) -> int:
         p = predictions

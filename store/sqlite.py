@@ -19,8 +19,9 @@ from typing import Any
 import pandas as pd
 
 from store.records import (
+    LOCAL_BATCHES,
     PRUNE_BATCH_ROWS,
-    PRUNE_PAUSE_SECONDS,
+    BatchPolicy,
     FeedbackRecord,
     PredictionRecord,
     PredictionStore,
@@ -29,6 +30,7 @@ from store.records import (
     StoreError,
     dumps,
 )
+from store.retention import prune_in_batches
 from store.schema import TABLES, sqlite_ddl
 from tagger.columns import FEATURE_COLUMNS
 
@@ -64,6 +66,8 @@ class SQLiteStore:
     :meth:`invalidate` makes every thread reconnect: after a failed write (a connection opened
     while the file was read-only stays read-only) or when the file was replaced under it.
     """
+
+    batch_policy: BatchPolicy = LOCAL_BATCHES
 
     def __init__(
         self,
@@ -417,26 +421,16 @@ class SQLiteStore:
         Blanking resumes from a watermark in ``meta`` (the last blanked row's time): an hourly
         run reads only the rows that aged past the cut-off since the last run.
         """
-        deleted = blanked = 0
         try:
             conn = self._conn()
-            while True:
-                n = self._delete_batch(conn, rows_before, batch)
-                deleted += n
-                if n < batch:
-                    break
-                time.sleep(PRUNE_PAUSE_SECONDS)
-            after: tuple[float, int] | None = None
-            while True:
-                n, after = self._blank_batch(conn, text_before, batch, after)
-                blanked += n
-                if after is None:
-                    break
-                time.sleep(PRUNE_PAUSE_SECONDS)
+            return prune_in_batches(
+                lambda: self._delete_batch(conn, rows_before, batch),
+                lambda after: self._blank_batch(conn, text_before, batch, after),
+                batch,
+            )
         except (sqlite3.Error, OSError) as exc:
             self.close()
             raise StoreError(f"{self.path}: prune failed ({exc})") from exc
-        return blanked, deleted
 
     # rows in (created_at, seq) order after ``a`` and up to ``b`` included, below a cut-off
     _RANGE = (

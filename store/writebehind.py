@@ -19,7 +19,9 @@ from typing import Any
 import pandas as pd
 
 from store.records import (
+    LOCAL_BATCHES,
     PRUNE_BATCH_ROWS,
+    BatchPolicy,
     FeedbackRecord,
     PredictionRecord,
     PredictionStore,
@@ -27,11 +29,17 @@ from store.records import (
     Scorer,
     StoreError,
     dumps,
+    minted_at,
 )
 
 log = logging.getLogger("store")
 SPOOL_SUFFIX = ".spool"
 DEAD_LETTER_FILE = "dead-letter.jsonl"
+# the writer thread looks at the queue this often (or at the policy's delay, if shorter)
+WRITER_TICK_SECONDS = 0.05
+# a read that misses looks in the other live workers' spools for an id minted this recently
+# (a healthy writer's rows wait there a fraction of a second; older ids are not in flight)
+LIVE_SPOOL_SECONDS = 60.0
 _ROW_ERRORS = (RowRejected, ValueError, TypeError)
 
 
@@ -60,11 +68,12 @@ class WriteBehindStore:
     free) is replayed into the database by any live process, idempotently (``INSERT OR
     IGNORE`` by id): at start, every second, and when a read misses.
 
-    Batching: a commit per request costs ~40–100 µs, more than the model. The request that
-    fills a batch (``max_batch`` rows) writes it while the store is healthy; a background
-    thread writes quieter traffic after ``max_delay_seconds`` and does every retry while the
-    store fails, so a failing store never stalls a request (request threads use a short lock
-    wait, the writer a longer one).
+    Batching follows the store's :class:`BatchPolicy` (or ``batch_policy``): a commit per
+    request costs ~40–100 µs, more than the model. The request that fills a batch writes it
+    while the store is healthy (when the policy allows); a background thread writes quieter
+    traffic after the policy's delay and does every retry while the store fails, so a
+    failing store never stalls a request (request threads use a short lock wait, the writer a
+    longer one).
 
     Faults: a batch the database refuses because of one row (:class:`RowRejected`) is retried
     row by row and the refused rows go to ``spool_dir/dead-letter.jsonl`` (counted, logged),
@@ -78,8 +87,6 @@ class WriteBehindStore:
         self,
         inner: PredictionStore | None = None,
         on_error: Callable[[Exception], None] | None = None,
-        max_batch: int = 64,
-        max_delay_seconds: float = 0.05,
         max_backoff_seconds: float = 2.0,
         max_pending: int = 200_000,
         *,
@@ -95,8 +102,7 @@ class WriteBehindStore:
         on_feedback: Callable[[list[FeedbackRecord], int], None] | None = None,
         retention: Callable[[PredictionStore], object] | None = None,
         retention_interval_seconds: float = 3600.0,
-        remote_batch_seconds: float = 0.25,
-        remote_max_batch: int = 2048,
+        batch_policy: BatchPolicy | None = None,
     ) -> None:
         if inner is None and opener is None:
             raise ValueError("WriteBehindStore needs a store or an opener")
@@ -105,10 +111,7 @@ class WriteBehindStore:
         self.on_dead_letter = on_dead_letter
         self.on_recovered = on_recovered
         self.on_backlog = on_backlog
-        self.max_batch = max_batch
-        self.max_delay_seconds = max_delay_seconds
-        self.remote_batch_seconds = remote_batch_seconds
-        self.remote_max_batch = remote_max_batch
+        self.batch_policy = batch_policy  # None: the store's own
         self.max_backoff_seconds = max_backoff_seconds
         self.max_pending = max_pending
         self.stale_seconds = stale_seconds
@@ -164,12 +167,12 @@ class WriteBehindStore:
             n = len(self._pending)
             if n > self.max_pending:
                 self._drop_overflow()
+        policy = self._policy()
         if (
-            n >= self.max_batch
+            n >= policy.max_rows
+            and policy.on_request_thread
             and self._failing is None
             and self.inner is not None
-            # a remote store's commit (a round trip, the server's fsync) never holds a request
-            and getattr(self.inner, "writes_on_request_thread", True)
             and time.monotonic() >= self._fast_path_after
             and self._write_lock.acquire(blocking=False)
         ):
@@ -435,7 +438,7 @@ class WriteBehindStore:
         configured: object = None
         next_housekeeping = 0.0
         next_backlog = 0.0
-        while not self._stop.wait(self.max_delay_seconds):
+        while not self._stop.wait(min(WRITER_TICK_SECONDS, self._policy().max_delay_seconds)):
             try:
                 now = time.monotonic()
                 if self.inner is None and now >= self._retry_at:
@@ -454,12 +457,15 @@ class WriteBehindStore:
                 if now >= next_housekeeping:
                     next_housekeeping = now + 1.0
                     self._housekeeping()
-                delay, batch = self._batching()
+                policy = self._policy()
                 with self._lock:
                     due = (
                         bool(self._pending)
                         and now >= self._retry_at
-                        and (now - self._pending_since >= delay or len(self._pending) >= batch)
+                        and (
+                            now - self._pending_since >= policy.max_delay_seconds
+                            or len(self._pending) >= policy.max_rows
+                        )
                     )
                 if due:
                     with self._write_lock:
@@ -467,15 +473,11 @@ class WriteBehindStore:
             except Exception:  # the writer must outlive any surprise
                 log.exception("store: writer thread error")
 
-    def _batching(self) -> tuple[float, int]:
-        """(delay, rows) after which the writer thread writes. A remote store is written by this
-        thread only (no request waits for a round trip), and its fixed cost per transaction
-        (round trips, the server's commit) is paid on the same cores as the predictor when the
-        database is local: batches of up to ``remote_batch_seconds`` keep that cost per row low
-        while a row still reaches the database well within a second."""
-        if getattr(self.inner, "writes_on_request_thread", True):
-            return self.max_delay_seconds, self.max_batch
-        return max(self.max_delay_seconds, self.remote_batch_seconds), self.remote_max_batch
+    def _policy(self) -> BatchPolicy:
+        if self.batch_policy is not None:
+            return self.batch_policy
+        policy = getattr(self.inner, "batch_policy", None)
+        return policy if isinstance(policy, BatchPolicy) else LOCAL_BATCHES
 
     def _housekeeping(self) -> None:
         inner = self.inner
@@ -594,7 +596,57 @@ class WriteBehindStore:
                 self._write_lock.release()
             if replayed:
                 found = inner.get_prediction(prediction_id)
+        if found is None:
+            found = self._write_through(inner, prediction_id)
         return found
+
+    def _write_through(self, inner: PredictionStore, prediction_id: str) -> PredictionRecord | None:
+        """A row another live worker of this host acknowledged but has not written yet (feedback
+        sent at once to another worker): read from that worker's spool and written now, so
+        that its feedback can be stored (the owner's batch then skips it: writes are
+        idempotent by id). None when it is nowhere (or the write lock is busy: pending)."""
+        minted = minted_at(prediction_id)
+        if self.spool_dir is None or minted is None or time.time() - minted > LIVE_SPOOL_SECONDS:
+            return None
+        if self._failing is not None:  # it could not be written now: the caller answers 503
+            return None
+        record = self._from_live_spools(prediction_id)
+        if record is None:  # written meanwhile, its spool truncated?
+            return inner.get_prediction(prediction_id)
+        if not self._write_lock.acquire(timeout=0.05):
+            return None
+        try:
+            inner.save_predictions([record])
+        except RowRejected:  # the owner dead-letters it
+            return None
+        finally:
+            self._write_lock.release()
+        return record
+
+    def _from_live_spools(self, prediction_id: str) -> PredictionRecord | None:
+        needle = b'["' + prediction_id.encode("ascii") + b'"'
+        own = self._spool_path.name if self._spool_path is not None else None
+        assert self.spool_dir is not None
+        try:
+            names = os.listdir(self.spool_dir)
+        except OSError:
+            return None
+        for name in names:
+            if not name.endswith(SPOOL_SUFFIX) or name == own:
+                continue
+            try:
+                data = (self.spool_dir / name).read_bytes()
+            except OSError:
+                continue
+            start = data.find(needle)
+            end = data.find(b"\n", start)
+            if start < 0 or end < 0 or (start > 0 and data[start - 1] != 0x0A):
+                continue  # absent, a torn line being appended, or not at a line start
+            try:
+                return decode_record(data[start:end])
+            except (ValueError, IndexError, TypeError):
+                continue
+        return None
 
     def get_feedback(self, prediction_id: str) -> FeedbackRecord | None:
         return self._store().get_feedback(prediction_id)

@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -88,6 +90,35 @@ def start_process(
 
 def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
+
+
+def run_module(
+    module: str, *args: str, env: Mapping[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m module args`` run to its end in the repository, its output kept as text."""
+    return subprocess.run(
+        python_module(module, *args),
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def sqlite_rows(db: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` on the SQLite store ``db``, opened read-only: a test that checks
+    what a process stored must never change (or create) the file under it."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def stored_ids(db: Path) -> set[str]:
+    """The ids of the predictions in the SQLite store ``db``."""
+    return {r[0] for r in sqlite_rows(db, "SELECT id FROM predictions")}
 
 
 def wait_until(
@@ -258,8 +289,10 @@ def start_postgres(tmp_dir: Path | None = None, fast: bool = True) -> tuple[str,
             f"{PG_BIN / 'initdb'} not found: install Debian's postgresql-15 "
             "(apt-get install postgresql-15; .ci/run does it)"
         )
-    base = Path(tempfile.mkdtemp(prefix="tagwatch-pg-", dir=tmp_dir))
+    _reap_orphan_clusters(Path(tmp_dir or tempfile.gettempdir()))
+    base = Path(tempfile.mkdtemp(prefix=PG_PREFIX, dir=tmp_dir))
     base.chmod(0o700)
+    (base / PG_OWNER_FILE).write_text(str(os.getpid()))
     if os.geteuid() == 0:
         try:
             shutil.chown(base, "postgres", "postgres")
@@ -275,6 +308,28 @@ def start_postgres(tmp_dir: Path | None = None, fast: bool = True) -> tuple[str,
         shutil.rmtree(base, ignore_errors=True)
         raise RuntimeError(f"PostgreSQL did not start: {exc}\n{tail}") from exc
     return server.url(), server
+
+
+PG_PREFIX = "tagwatch-pg-"
+PG_OWNER_FILE = "owner.pid"  # the test process that started the cluster
+
+
+def _reap_orphan_clusters(parent: Path) -> None:
+    """Stop and remove the clusters of test sessions that died without their teardown
+    (SIGKILL, a CI timeout): each would keep a server and its memory until the next boot."""
+    for base in parent.glob(PG_PREFIX + "*"):
+        try:
+            owner = int((base / PG_OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # being created right now, or not one of ours
+        try:
+            os.kill(owner, 0)
+            continue  # its session still runs
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        PostgresServer(base=base, port=0, fast=True).destroy()
 
 
 def _free_port() -> int:

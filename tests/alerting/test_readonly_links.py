@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from alerting.weekly import question_link
 from exporter.signing import check_signature
-from tests.processes import REPO_ROOT
+from tests.processes import run_module
 
 SECRET = "weekly-link-secret-0123456789"
 
@@ -38,14 +36,7 @@ def test_run_once_without_a_store_fails_in_one_line_and_creates_nothing(tmp_path
         TAGWATCH_REPORTS_DIR=str(tmp_path / "reports"),
         TAGWATCH_PROMETHEUS_URL="http://127.0.0.1:9",
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "alerting", "run-once", "--no-email"],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_module("alerting", "run-once", "--no-email", env=env)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"error: no store at sqlite:///{db} (the predictor creates it)"

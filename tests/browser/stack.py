@@ -6,7 +6,6 @@ all of them to free ports, so a test stack never collides with a developer's ``m
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import subprocess
@@ -14,27 +13,11 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from stack.config import SERVICES_FILE, Service
+from stack.config import load_services as load_stack_services
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _script_module(name: str) -> Any:
-    """scripts/<name>.py as a module (scripts/ is not a package)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-def stack_config() -> Any:
-    """scripts/stack_config.py, with the demo_prometheus.py it imports loaded first."""
-    _script_module("demo_prometheus")
-    return _script_module("stack_config")
 
 
 @dataclass
@@ -73,14 +56,9 @@ class LocalStack:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def load_services() -> list[Any]:
+def load_services() -> list[Service]:
     """The services of scripts/services.conf (or of STACK_SERVICES_FILE), default ports."""
-    config = stack_config()
-    return list(
-        config.load_services(
-            Path(os.environ.get("STACK_SERVICES_FILE") or config.SERVICES_FILE), env={}
-        )
-    )
+    return load_stack_services(Path(os.environ.get("STACK_SERVICES_FILE") or SERVICES_FILE), env={})
 
 
 def free_ports(names: list[str]) -> dict[str, int]:

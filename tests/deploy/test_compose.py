@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.deploy.conftest import check_prometheus_config, run_stack_module
+
 REPO = Path(__file__).resolve().parents[2]
 LONG_RUNNING = {
     "predictor", "predictor-2", "drift", "weekly", "prometheus", "alertmanager", "grafana",
@@ -180,12 +182,7 @@ def test_docker_prometheus_config_matches_the_local_one() -> None:
     assert docker["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
         "alertmanager:9093"
     ]
-    if shutil.which("promtool"):
-        proc = subprocess.run(
-            ["promtool", "check", "config", "prometheus/prometheus.docker.yml"],
-            cwd=REPO, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+    check_prometheus_config(REPO / "prometheus/prometheus.docker.yml")
 
 
 def test_dockerfile_is_slim_non_root_and_holds_no_data() -> None:
@@ -239,12 +236,8 @@ def test_procfile_runs_the_local_stack() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def test_demo_prometheus_keeps_rules_and_shortens_demo_alerts(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "scripts/demo_prometheus.py", "--output", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+def test_stack_demo_keeps_rules_and_shortens_demo_alerts(tmp_path: Path) -> None:
+    run_stack_module("stack.demo", "--output", str(tmp_path))
     original = {
         r.get("alert") or r["record"]: r
         for f in sorted((REPO / "prometheus/rules").glob("*.yml"))
@@ -261,12 +254,7 @@ def test_demo_prometheus_keeps_rules_and_shortens_demo_alerts(tmp_path: Path) ->
     assert all(demo[k]["expr"] == original[k]["expr"] for k in demo)
     assert demo["JaccardLow"]["for"] == "1m" and original["JaccardLow"]["for"] != "1m"
     assert demo["PredictorDown"]["for"] == original["PredictorDown"]["for"]
-    if shutil.which("promtool"):
-        check = subprocess.run(
-            ["promtool", "check", "config", str(tmp_path / "prometheus.yml")],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert check.returncode == 0, check.stdout + check.stderr
+    check_prometheus_config(tmp_path / "prometheus.yml")
 
 
 def test_ci_workflow_is_valid_and_deploys_only_after_success_on_main() -> None:

@@ -1,6 +1,6 @@
 """The fleet end to end: two predictor replicas (two gunicorn masters) sharing one real
 PostgreSQL, a real Prometheus with the repository's rules scraping both (targets from file_sd
-files written by scripts/stack_config.py), clients spread over both replicas with their
+files written by python -m stack.config), clients spread over both replicas with their
 feedback sent to the OTHER replica, one replica SIGKILLed (master and workers): PredictorDown
 fires for that instance only, the other keeps serving, and once the killed replica restarts on
 its spool directory every acknowledged prediction is in PostgreSQL. The drift job then reads the
@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,14 +25,23 @@ import requests
 import yaml
 
 from exporter.replay import select_questions
+from stack.config import (
+    Service,
+    load_services,
+    local_prometheus_config,
+    scrape_targets,
+    write_file_sd,
+)
 from tagger.data import load_questions
 from tagger.settings import TagwatchSettings
-from tests.browser.stack import free_ports, stack_config
+from tests.browser.stack import free_ports
+from tests.deploy.conftest import check_prometheus_config, run_stack_module
 from tests.grafana.conftest import fill_history
 from tests.processes import (
     REPO_ROOT,
     Process,
     http_ok,
+    run_module,
     start_predictor,
     start_process,
     wait_until,
@@ -46,18 +53,17 @@ CLIENT_QUESTIONS = 120  # spread over both replicas, each with feedback to the o
 def _prometheus_config(work: Path, ports: dict[str, int]) -> Path:
     """The production config (prometheus/prometheus.yml and its rules) with 1 s intervals and
     the two replicas as file_sd targets of job "predictor", as `make up-fleet` writes it."""
-    config_mod = stack_config()
     services = [
-        config_mod.Service("predictor", ports["a"], "/readyz", True, "-", "", job="predictor"),
-        config_mod.Service("predictor2", ports["b"], "/readyz", True, "-", "", job="predictor"),
+        Service("predictor", ports["a"], "/readyz", True, "-", "", job="predictor"),
+        Service("predictor2", ports["b"], "/readyz", True, "-", "", job="predictor"),
     ]
     base = yaml.safe_load((REPO_ROOT / "prometheus/prometheus.yml").read_text())
-    config = config_mod.local_prometheus_config(base, services, "targets")
+    config = local_prometheus_config(base, services, "targets")
     config["scrape_configs"] = [j for j in config["scrape_configs"] if j["job_name"] == "predictor"]
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
     config["rule_files"] = [str(REPO_ROOT / "prometheus" / r) for r in base["rule_files"]]
     config.pop("alerting", None)
-    config_mod.write_file_sd(work / "targets", services)
+    write_file_sd(work / "targets", services)
     path = work / "prometheus.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -147,42 +153,33 @@ def _predict(base: str, title: str, body: str) -> tuple[str, list[str]]:
 def test_services_conf_defines_the_fleet_once() -> None:
     """`make up` runs the `all` services; `make up-fleet` adds PostgreSQL and predictor2, which
     Prometheus scrapes as a second instance of job "predictor" (static list or file_sd)."""
-    config_mod = stack_config()
-    normal = {s.name: s for s in config_mod.load_services(env={})}
-    fleet = {s.name: s for s in config_mod.load_services(env={"STACK_FLEET": "1"})}
+    normal = {s.name: s for s in load_services(env={})}
+    fleet = {s.name: s for s in load_services(env={"STACK_FLEET": "1"})}
     assert set(fleet) - set(normal) == {"postgres", "predictor2"}
     assert fleet["predictor2"].job == "predictor" and fleet["postgres"].job is None
-    assert config_mod.scrape_targets(list(fleet.values()))["predictor"] == [
+    assert scrape_targets(list(fleet.values()))["predictor"] == [
         f"127.0.0.1:{fleet['predictor'].port}",
         f"127.0.0.1:{fleet['predictor2'].port}",
     ]
-    assert config_mod.scrape_targets(list(normal.values()))["predictor"] == [
+    assert scrape_targets(list(normal.values()))["predictor"] == [
         f"127.0.0.1:{normal['predictor'].port}"
     ]
-    moved = config_mod.load_services(env={"STACK_FLEET": "1", "STACK_PORT_PREDICTOR2": "18010"})
+    moved = load_services(env={"STACK_FLEET": "1", "STACK_PORT_PREDICTOR2": "18010"})
     assert {s.name: s.port for s in moved}["predictor2"] == 18010
 
 
 def test_fleet_prometheus_config_with_file_sd(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "scripts/stack_config.py", "prometheus", "--output", str(tmp_path),
-         "--file-sd"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    run_stack_module(
+        "stack.config", "prometheus", "--output", str(tmp_path), "--file-sd",
         env={**os.environ, "STACK_FLEET": "1", "STACK_PORT_PREDICTOR2": "18010"},
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
     config = yaml.safe_load((tmp_path / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
     assert jobs["predictor"]["file_sd_configs"] == [{"files": ["targets/predictor.json"]}]
     assert "static_configs" not in jobs["predictor"]
     (group,) = yaml.safe_load((tmp_path / "targets/predictor.json").read_text())
     assert group["targets"][1] == "127.0.0.1:18010"
-    if shutil.which("promtool"):
-        check = subprocess.run(
-            ["promtool", "check", "config", str(tmp_path / "prometheus.yml")],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert check.returncode == 0, check.stdout + check.stderr
+    check_prometheus_config(tmp_path / "prometheus.yml")
 
 
 def test_stack_env_of_the_fleet() -> None:
@@ -292,9 +289,8 @@ def test_two_replicas_share_postgres_survive_a_killed_replica_and_feed_drift(
     acked += after
 
     # the drift job (one run) on the shared store while PredictorDown's `for:` runs
-    drift = subprocess.run(
-        [sys.executable, "-m", "drift", "run-once"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    drift = run_module(
+        "drift", "run-once",
         env={
             **os.environ,
             "TAGWATCH_MODELS_DIR": str(models_dir),

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from prometheus_client import CollectorRegistry
 
+from drift.job import RunResult, run_once
+from drift.metrics import DriftMetrics
 from drift.settings import DriftSettings
 from store import FeedbackRecord, PredictionRecord, SQLiteStore
 from tagger.artefact import load_artefact
@@ -88,21 +93,6 @@ def replay(
 
 
 @pytest.fixture
-def day0() -> pd.Timestamp:
-    return DAY0
-
-
-@pytest.fixture
-def replayer(model: TagModel) -> Callable[..., int]:
-    """``replayer(store, questions, per_bin, ...)``: :func:`replay` with the session model."""
-
-    def _replay(store: SQLiteStore, questions: pd.DataFrame, per_bin: int, **kw: Any) -> int:
-        return replay(store, model, questions, per_bin, **kw)
-
-    return _replay
-
-
-@pytest.fixture
 def drift_settings(tmp_path: Path, models_dir: Path) -> DriftSettings:
     return DriftSettings(
         models_dir=models_dir,
@@ -117,3 +107,54 @@ def store(drift_settings: DriftSettings) -> Iterator[SQLiteStore]:
     s = SQLiteStore(Path(drift_settings.store_url.removeprefix("sqlite:///")))
     yield s
     s.close()
+
+
+def run_job(settings: DriftSettings, now: pd.Timestamp) -> tuple[RunResult, CollectorRegistry]:
+    """One run of the real job with fresh metrics; the registry holds what the run exported."""
+    registry = CollectorRegistry()
+    return run_once(settings, DriftMetrics(registry), now=now), registry
+
+
+def drift_env(settings: DriftSettings, **extra: str) -> dict[str, str]:
+    """The environment of ``python -m drift`` configured as ``settings``."""
+    return {
+        **os.environ,
+        "TAGWATCH_MODELS_DIR": str(settings.models_dir),
+        "TAGWATCH_STORE_URL": settings.store_url,
+        "TAGWATCH_REPORTS_DIR": str(settings.reports_dir),
+        "TAGWATCH_STATE_DIR": str(settings.state_dir),
+        **extra,
+    }
+
+
+@dataclass
+class DriftCase:
+    """A drift job on a fresh store: real questions replayed into it, then real runs."""
+
+    settings: DriftSettings
+    store: SQLiteStore
+    split: Split
+    day0: pd.Timestamp
+    model: TagModel
+
+    def replay(
+        self, questions: pd.DataFrame, per_bin: int, into: SQLiteStore | None = None, **kw: Any
+    ) -> int:
+        """:func:`replay` with the session model, into the case's store unless ``into``."""
+        return replay(self.store if into is None else into, self.model, questions, per_bin, **kw)
+
+    def later(self, year: int) -> pd.DataFrame:
+        """The questions of ``year`` from the period after the training data."""
+        later = self.split.later
+        return later.loc[later["created_at"].dt.year == year]
+
+    def run(self, now: pd.Timestamp, **update: Any) -> tuple[RunResult, CollectorRegistry]:
+        """:func:`run_job` with the case's settings, ``update`` applied to a copy of them."""
+        return run_job(self.settings.model_copy(update=update), now)
+
+
+@pytest.fixture
+def case(
+    drift_settings: DriftSettings, store: SQLiteStore, split: Split, model: TagModel
+) -> DriftCase:
+    return DriftCase(drift_settings, store, split, DAY0, model)

@@ -9,111 +9,71 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from prometheus_client import CollectorRegistry
 
-from drift.job import run_once
-from drift.metrics import DriftMetrics
 from drift.settings import DriftSettings
 from drift.state import STATE_FILE
-from store import SQLiteStore
-from tagger.train import Split
+from tests.drift.conftest import DriftCase, run_job
 
 
-def _run(settings: DriftSettings, now: pd.Timestamp) -> tuple[object, CollectorRegistry]:
-    registry = CollectorRegistry()
-    return run_once(settings, DriftMetrics(registry), now=now), registry
-
-
-def test_incremental_run_reads_only_new_rows_and_matches_a_cold_start(
-    drift_settings: DriftSettings,
-    store: SQLiteStore,
-    replayer: Callable[..., int],
-    split: Split,
-    day0: pd.Timestamp,
-) -> None:
-    later = split.later.loc[split.later["created_at"].dt.year == 2019]
-    replayer(store, later.iloc[:2000], per_bin=1000)
-    first, _ = _run(drift_settings, day0 + pd.Timedelta(days=2, hours=1))
+def test_incremental_run_reads_only_new_rows_and_matches_a_cold_start(case: DriftCase) -> None:
+    later, day0 = case.later(2019), case.day0
+    case.replay(later.iloc[:2000], per_bin=1000)
+    first, _ = case.run(day0 + pd.Timedelta(days=2, hours=1))
     assert first.ok and first.new_rows == 2000 and first.bins_judged == 2
-    assert (drift_settings.state_dir / STATE_FILE).is_file()
+    assert (case.settings.state_dir / STATE_FILE).is_file()
 
-    replayer(
-        store, later.iloc[2000:4000], per_bin=1000, start=day0 + pd.Timedelta(days=2), prefix="b"
-    )
+    case.replay(later.iloc[2000:4000], per_bin=1000, start=day0 + pd.Timedelta(days=2), prefix="b")
     now = day0 + pd.Timedelta(days=4, hours=1)
-    incremental, reg = _run(drift_settings, now)
+    incremental, reg = case.run(now)
     assert incremental.ok and incremental.new_rows == 2000  # the first 2,000 were not re-read
     assert incremental.bins_judged == 4 and incremental.rows_analysed == 4000
 
-    shutil.rmtree(drift_settings.state_dir)
-    cold, _ = _run(drift_settings, now)
+    shutil.rmtree(case.settings.state_dir)
+    cold, _ = case.run(now)
     assert cold.new_rows == 4000
     assert cold.statuses == incremental.statuses
     assert cold.values == pytest.approx(incremental.values)
     assert reg.get_sample_value("tagwatch_drift_runs_total") == 1
 
 
-def test_partial_and_small_bins_are_not_judged(
-    drift_settings: DriftSettings,
-    store: SQLiteStore,
-    replayer: Callable[..., int],
-    split: Split,
-    day0: pd.Timestamp,
-) -> None:
-    holdout = split.holdout
-    replayer(store, holdout.iloc[:1000], per_bin=1000)  # day 0: complete, judged
-    replayer(
-        store, holdout.iloc[1000:1050], per_bin=50, start=day0 + pd.Timedelta(days=1), prefix="s"
-    )
-    replayer(
-        store, holdout.iloc[1050:1900], per_bin=850, start=day0 + pd.Timedelta(days=2), prefix="p"
-    )
+def test_partial_and_small_bins_are_not_judged(case: DriftCase) -> None:
+    holdout, day0 = case.split.holdout, case.day0
+    case.replay(holdout.iloc[:1000], per_bin=1000)  # day 0: complete, judged
+    case.replay(holdout.iloc[1000:1050], per_bin=50, start=day0 + pd.Timedelta(days=1), prefix="s")
+    case.replay(holdout.iloc[1050:1900], per_bin=850, start=day0 + pd.Timedelta(days=2), prefix="p")
     # day 1 has 50 rows (< 100), day 2 is the current, partial day
-    result, reg = _run(drift_settings, day0 + pd.Timedelta(days=2, hours=23))
+    result, reg = case.run(day0 + pd.Timedelta(days=2, hours=23))
     assert result.ok
     assert result.bins_judged == 1 and result.bins_dropped == 1 and result.rows_analysed == 1000
     assert result.latest_bin == day0
     assert reg.get_sample_value("tagwatch_drift_bins_judged") == 1
 
 
-def test_short_bins_for_demos(
-    drift_settings: DriftSettings,
-    store: SQLiteStore,
-    replayer: Callable[..., int],
-    split: Split,
-    day0: pd.Timestamp,
-) -> None:
-    settings = drift_settings.model_copy(update={"bin_size": "1h"})
+def test_short_bins_for_demos(case: DriftCase) -> None:
     # 24 questions an hour for a day, then the current hour: 23 complete hours of 24 rows
-    replayer(store, split.holdout.iloc[:600], per_bin=576)
-    settings = settings.model_copy(update={"min_rows_per_bin": 20})
-    result, _ = _run(settings, day0 + pd.Timedelta(hours=23, minutes=30))
+    case.replay(case.split.holdout.iloc[:600], per_bin=576)
+    now = case.day0 + pd.Timedelta(hours=23, minutes=30)
+    result, _ = case.run(now, bin_size="1h", min_rows_per_bin=20)
     assert result.ok and result.bins_judged == 23
-    assert result.latest_bin == day0 + pd.Timedelta(hours=22)
+    assert result.latest_bin == case.day0 + pd.Timedelta(hours=22)
 
 
 def test_empty_store_is_a_clear_no_data_state(
-    drift_settings: DriftSettings, store: SQLiteStore, caplog: pytest.LogCaptureFixture
+    case: DriftCase, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="drift"):
-        result, reg = _run(drift_settings, pd.Timestamp("2026-03-10", tz="UTC"))
+        result, reg = case.run(pd.Timestamp("2026-03-10", tz="UTC"))
     assert result.ok and result.bins_judged == 0
     assert "nothing to judge" in caplog.text and "at least 100 rows" in caplog.text
     assert reg.get_sample_value("tagwatch_drift_bins_judged") == 0
     assert reg.get_sample_value("tagwatch_drift_feature_status", {"feature": "oov_ratio"}) is None
     assert reg.get_sample_value("tagwatch_drift_last_success_timestamp_seconds") > 0
-    assert "nothing judged" in (drift_settings.reports_dir / "latest.html").read_text()
+    assert "nothing judged" in (case.settings.reports_dir / "latest.html").read_text()
 
 
-def test_too_few_rows(
-    drift_settings: DriftSettings,
-    store: SQLiteStore,
-    replayer: Callable[..., int],
-    split: Split,
-    day0: pd.Timestamp,
-) -> None:
-    replayer(store, split.holdout.iloc[:60], per_bin=30)
-    result, reg = _run(drift_settings, day0 + pd.Timedelta(days=5))
+def test_too_few_rows(case: DriftCase) -> None:
+    case.replay(case.split.holdout.iloc[:60], per_bin=30)
+    result, reg = case.run(case.day0 + pd.Timedelta(days=5))
     assert result.ok and result.bins_judged == 0 and result.bins_dropped == 2
     assert reg.get_sample_value("tagwatch_drift_failures_total") == 0
 
@@ -123,7 +83,7 @@ def test_missing_model_is_counted_as_a_failure(
 ) -> None:
     settings = drift_settings.model_copy(update={"models_dir": tmp_path / "no-models"})
     with caplog.at_level(logging.ERROR, logger="drift"):
-        result, reg = _run(settings, pd.Timestamp("2026-03-10", tz="UTC"))
+        result, reg = run_job(settings, pd.Timestamp("2026-03-10", tz="UTC"))
     assert not result.ok and "no model trained yet" in str(result.error)
     assert "drift run failed" in caplog.text and "LATEST" in caplog.text
     assert reg.get_sample_value("tagwatch_drift_failures_total") == 1
@@ -151,7 +111,7 @@ def test_bad_baseline_names_the_file(
     baseline = copy / "test" / "baseline.csv"
     damage(baseline)
     settings = drift_settings.model_copy(update={"models_dir": copy})
-    result, reg = _run(settings, pd.Timestamp("2026-03-10", tz="UTC"))
+    result, reg = run_job(settings, pd.Timestamp("2026-03-10", tz="UTC"))
     assert not result.ok
     assert str(baseline) in str(result.error) and message in str(result.error)
     assert reg.get_sample_value("tagwatch_drift_failures_total") == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
@@ -18,22 +17,10 @@ import requests
 
 from drift.settings import DriftSettings
 from store import SQLiteStore
-from tagger.train import Split
+from tests.drift.conftest import DriftCase, drift_env
 from tests.processes import metric_value
 
 pytestmark = pytest.mark.slow
-
-
-def _env(settings: DriftSettings, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        TAGWATCH_MODELS_DIR=str(settings.models_dir),
-        TAGWATCH_STORE_URL=settings.store_url,
-        TAGWATCH_REPORTS_DIR=str(settings.reports_dir),
-        TAGWATCH_STATE_DIR=str(settings.state_dir),
-    )
-    env.update(extra)
-    return env
 
 
 def _wait_for(url: str, ok: Callable[[requests.Response], bool], timeout: float = 60) -> str:
@@ -58,21 +45,18 @@ def _sample(text: str, name: str) -> float:
 
 
 @pytest.fixture
-def filled(
-    drift_settings: DriftSettings, store: SQLiteStore, replayer: Callable[..., int], split: Split
-) -> DriftSettings:
+def filled(case: DriftCase) -> DriftSettings:
     """Yesterday and the day before hold 1,000 questions each (2020): real time, real clock."""
     today = pd.Timestamp.now(tz="UTC").normalize()
-    questions = split.later.loc[split.later["created_at"].dt.year == 2020].iloc[:2000]
-    replayer(store, questions, per_bin=1000, start=today - pd.Timedelta(days=2))
-    return drift_settings
+    case.replay(case.later(2020).iloc[:2000], per_bin=1000, start=today - pd.Timedelta(days=2))
+    return case.settings
 
 
 def test_scheduler_serves_metrics_reports_and_passes_promtool(
     filled: DriftSettings, free_port: Callable[[], int], tmp_path: Path
 ) -> None:
     port = free_port()
-    env = _env(filled, TAGWATCH_PORT=str(port), TAGWATCH_RUN_ON_START="true")
+    env = drift_env(filled, TAGWATCH_PORT=str(port), TAGWATCH_RUN_ON_START="true")
     env["TAGWATCH_CRON"] = "0 2 * * *"
     proc = subprocess.Popen([sys.executable, "-m", "drift"], env=env, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
@@ -131,7 +115,7 @@ def test_failing_scheduled_runs_are_counted_and_the_scheduler_keeps_going(
     """The store exists (the predictor made it) but the model does not: every run fails."""
     port = free_port()
     settings = drift_settings.model_copy(update={"models_dir": tmp_path / "empty"})
-    env = _env(settings, TAGWATCH_PORT=str(port), TAGWATCH_CRON="* * * * * *")  # every second
+    env = drift_env(settings, TAGWATCH_PORT=str(port), TAGWATCH_CRON="* * * * * *")  # every second
     proc = subprocess.Popen([sys.executable, "-m", "drift"], env=env, stderr=subprocess.PIPE)
     try:
         metrics = _wait_for(
@@ -151,7 +135,7 @@ def test_failing_scheduled_runs_are_counted_and_the_scheduler_keeps_going(
 
 def test_run_once_exit_codes(filled: DriftSettings, tmp_path: Path) -> None:
     ok = subprocess.run(
-        [sys.executable, "-m", "drift", "run-once"], env=_env(filled), capture_output=True
+        [sys.executable, "-m", "drift", "run-once"], env=drift_env(filled), capture_output=True
     )
     assert ok.returncode == 0, ok.stderr.decode()
     assert (filled.reports_dir / "latest.html").is_file()
@@ -159,14 +143,14 @@ def test_run_once_exit_codes(filled: DriftSettings, tmp_path: Path) -> None:
 
     bad = subprocess.run(
         [sys.executable, "-m", "drift", "run-once"],
-        env=_env(filled, TAGWATCH_MODELS_DIR=str(tmp_path / "none")),
+        env=drift_env(filled, TAGWATCH_MODELS_DIR=str(tmp_path / "none")),
         capture_output=True,
     )
     assert bad.returncode == 1 and b"no model trained yet" in bad.stderr
 
     invalid = subprocess.run(
         [sys.executable, "-m", "drift", "run-once"],
-        env=_env(filled, TAGWATCH_BIN_SIZE="soon"),
+        env=drift_env(filled, TAGWATCH_BIN_SIZE="soon"),
         capture_output=True,
     )
     assert invalid.returncode == 2 and b"TAGWATCH_BIN_SIZE" in invalid.stderr

@@ -15,17 +15,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry
 
 from drift import sqlcounts
 from drift.histograms import NAN_KEY, count_rows, merge
-from drift.job import run_once
-from drift.metrics import DriftMetrics
 from drift.settings import DriftSettings
 from drift.state import STATE_FILE
 from store import FeedbackRecord, PredictionRecord, PredictionStore, open_store
 from store.schema import predictions
 from tagger.artefact import MODEL_FILE
+from tests.drift.conftest import run_job
 
 DAY = 86_400
 DAY_NS = DAY * 10**9
@@ -290,10 +288,6 @@ def two_versions(tmp_path: Path, models_dir: Path) -> Path:
     return out
 
 
-def _job(settings: DriftSettings, now: pd.Timestamp) -> Any:
-    return run_once(settings, DriftMetrics(CollectorRegistry()), now=now)
-
-
 def _saved_bins(settings: DriftSettings) -> dict[str, Any]:
     return dict(json.loads((settings.state_dir / STATE_FILE).read_text())["bins"])
 
@@ -318,7 +312,7 @@ def test_job_paths_give_the_same_counts_and_judgement(
             drift_counts=path,
             min_rows_per_bin=50,
         )
-        results[path] = _job(settings, now)
+        results[path], _ = run_job(settings, now)
         bins[path] = _saved_bins(settings)
     sql, pandas_ = results["sql"], results["pandas"]
     assert sql.ok and pandas_.ok, (sql.error, pandas_.error)

@@ -8,47 +8,24 @@ import json
 import logging
 import os
 import stat
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from prometheus_client import CollectorRegistry
 
-from drift.job import run_once
-from drift.metrics import DriftMetrics
 from drift.settings import DriftSettings
 from drift.state import STATE_FILE, DriftState, load_state, save_state
 from store import SQLiteStore, StoreError, open_store
-from tagger.train import Split
-from tests.processes import REPO_ROOT
-
-
-def _run(settings: DriftSettings, now: pd.Timestamp) -> object:
-    return run_once(settings, DriftMetrics(CollectorRegistry()), now=now)
+from tests.drift.conftest import DriftCase, drift_env
+from tests.processes import run_module
 
 
 def test_missing_store_fails_clearly_and_creates_nothing(
     drift_settings: DriftSettings, tmp_path: Path
 ) -> None:
     db = tmp_path / "store.sqlite3"
-    env = dict(
-        os.environ,
-        TAGWATCH_MODELS_DIR=str(drift_settings.models_dir),
-        TAGWATCH_STORE_URL=f"sqlite:///{db}",
-        TAGWATCH_REPORTS_DIR=str(drift_settings.reports_dir),
-        TAGWATCH_STATE_DIR=str(drift_settings.state_dir),
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "drift", "run-once"],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    env = drift_env(drift_settings, TAGWATCH_STORE_URL=f"sqlite:///{db}")
+    done = run_module("drift", "run-once", env=env)
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "no such store" in errors[0], done.stderr
@@ -69,48 +46,38 @@ def test_reader_opens_the_store_read_only(tmp_path: Path) -> None:
     assert not (tmp_path / "other.sqlite3").exists()
 
 
-def test_read_only_file_can_be_judged(
-    drift_settings: DriftSettings,
-    store: SQLiteStore,
-    replayer: Callable[..., int],
-    split: Split,
-    day0: pd.Timestamp,
-) -> None:
-    replayer(store, split.holdout.iloc[:300], per_bin=150)
-    store.close()
-    db = Path(drift_settings.store_url.removeprefix("sqlite:///"))
+def test_read_only_file_can_be_judged(case: DriftCase) -> None:
+    case.replay(case.split.holdout.iloc[:300], per_bin=150)
+    case.store.close()
+    db = Path(case.settings.store_url.removeprefix("sqlite:///"))
     SQLiteStore(db).close()  # checkpointed by the writer's close
     os.chmod(db, stat.S_IRUSR | stat.S_IRGRP)
     try:
-        result = _run(drift_settings, day0 + pd.Timedelta(days=3))
+        result, _ = case.run(case.day0 + pd.Timedelta(days=3))
     finally:
         os.chmod(db, stat.S_IRUSR | stat.S_IWUSR)
-    assert result.ok and result.bins_judged == 2  # type: ignore[attr-defined]
+    assert result.ok and result.bins_judged == 2
 
 
 def test_recreated_store_means_a_cold_start_with_a_warning(
-    drift_settings: DriftSettings,
-    store: SQLiteStore,
-    replayer: Callable[..., int],
-    split: Split,
-    day0: pd.Timestamp,
-    caplog: pytest.LogCaptureFixture,
+    case: DriftCase, caplog: pytest.LogCaptureFixture
 ) -> None:
-    db = Path(drift_settings.store_url.removeprefix("sqlite:///"))
-    replayer(store, split.holdout.iloc[:400], per_bin=100)
-    first = _run(drift_settings, day0 + pd.Timedelta(days=5))
-    assert first.ok and first.rows_analysed == 400  # type: ignore[attr-defined]
-    store.close()
+    db = Path(case.settings.store_url.removeprefix("sqlite:///"))
+    holdout = case.split.holdout
+    case.replay(holdout.iloc[:400], per_bin=100)
+    first, _ = case.run(case.day0 + pd.Timedelta(days=5))
+    assert first.ok and first.rows_analysed == 400
+    case.store.close()
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     fresh = SQLiteStore(db)  # seq starts again at 1
-    replayer(fresh, split.holdout.iloc[:200], per_bin=100, prefix="new")
+    case.replay(holdout.iloc[:200], per_bin=100, into=fresh, prefix="new")
     fresh.close()
     with caplog.at_level(logging.WARNING, logger="drift"):
-        second = _run(drift_settings, day0 + pd.Timedelta(days=5))
+        second, _ = case.run(case.day0 + pd.Timedelta(days=5))
     assert "recreated" in caplog.text
     # only the new store's rows: the old counts are gone, the new rows are all read
-    assert second.ok and second.rows_analysed == 200 and second.new_rows == 200  # type: ignore[attr-defined]
+    assert second.ok and second.rows_analysed == 200 and second.new_rows == 200
 
 
 @pytest.mark.parametrize(
@@ -146,21 +113,15 @@ def test_state_round_trip_keeps_the_store_identity(tmp_path: Path) -> None:
     assert load_state(tmp_path, "fp", "meta:other").last_seq == 0
 
 
-def test_bad_state_then_good_runs(
-    drift_settings: DriftSettings,
-    store: SQLiteStore,
-    replayer: Callable[..., int],
-    split: Split,
-    day0: pd.Timestamp,
-) -> None:
-    replayer(store, split.holdout.iloc[:300], per_bin=150)
-    drift_settings.state_dir.mkdir(parents=True)
-    (drift_settings.state_dir / STATE_FILE).write_text(
+def test_bad_state_then_good_runs(case: DriftCase) -> None:
+    case.replay(case.split.holdout.iloc[:300], per_bin=150)
+    case.settings.state_dir.mkdir(parents=True)
+    (case.settings.state_dir / STATE_FILE).write_text(
         '{"fingerprint": 1, "last_seq": {}, "bins": 3}'
     )
     for _ in range(2):  # the first run replaces the bad file: no traceback forever
-        result = _run(drift_settings, day0 + pd.Timedelta(days=3))
-        assert result.ok and result.bins_judged == 2  # type: ignore[attr-defined]
+        result, _ = case.run(case.day0 + pd.Timedelta(days=3))
+        assert result.ok and result.bins_judged == 2
 
 
 def test_scheduled_runs_wait_for_the_predictor_to_create_the_store(tmp_path: Path) -> None:

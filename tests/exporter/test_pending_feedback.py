@@ -20,7 +20,7 @@ from store import SQLiteStore, WriteBehindStore, new_prediction_id
 from store.retention import DAY_SECONDS
 from tagger.metrics import jaccard
 from tests.exporter.conftest import metric
-from tests.processes import metric_value, start_predictor
+from tests.processes import metric_value, sqlite_rows, start_predictor, stored_ids
 from tests.store.test_store import record
 
 QUESTION = {"title": "How do I read a CSV file into a pandas DataFrame in python?"}
@@ -213,20 +213,8 @@ def test_feedback_for_a_prediction_in_another_replicas_spool(
             p.stop()
 
 
-def stored_ids(db: Path) -> set[str]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        return {r[0] for r in conn.execute("SELECT id FROM predictions")}
-    finally:
-        conn.close()
-
-
 def feedback_of(db: Path, prediction_id: str) -> tuple[float, str] | None:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        row = conn.execute(
-            "SELECT jaccard, tags FROM feedback WHERE prediction_id = ?", (prediction_id,)
-        ).fetchone()
-        return None if row is None else (row[0], row[1])
-    finally:
-        conn.close()
+    rows = sqlite_rows(
+        db, "SELECT jaccard, tags FROM feedback WHERE prediction_id = ?", prediction_id
+    )
+    return (rows[0][0], rows[0][1]) if rows else None

@@ -77,14 +77,6 @@ class Load:
         return p99, len(window), sum(1 for _, st in window if st != 200)
 
 
-def stored_ids(db: Path) -> set[str]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        return {r[0] for r in conn.execute("SELECT id FROM predictions")}
-    finally:
-        conn.close()
-
-
 def wait_for(check: Callable[[], bool], what: str, timeout: float) -> float:
     """Seconds until ``check`` held; fails after ``timeout``."""
     t0 = time.monotonic()

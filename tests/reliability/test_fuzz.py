@@ -271,15 +271,21 @@ def raw_exchange(port: int, data: bytes, timeout: float = 8.0) -> tuple[int, str
     if not raw:
         return 0, "", b""  # closed without an answer (e.g. nginx after a client timeout)
     if not raw.startswith(b"HTTP/"):
-        # a request line without a version is HTTP/0.9: the answer is the body alone
-        status = json.loads(raw)["status"]
-        return int(status), "application/json", raw
+        # a request line without a version is HTTP/0.9: the answer is the body alone, maybe
+        # followed by the answer to what nginx read as a next request: the first one counts
+        payload, end = json.JSONDecoder().raw_decode(raw.decode())
+        return int(payload["status"]), "application/json", raw.decode()[:end].encode()
     head, _, body = raw.partition(b"\r\n\r\n")
     m = re.match(rb"HTTP/1\.[01] (\d{3})", head)
     assert m, f"not an HTTP response to {data[:120]!r}: {raw[:200]!r}"
     ctype = re.search(rb"(?im)^content-type:\s*([^\r\n]+)", head)
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
     if re.search(rb"(?im)^transfer-encoding:\s*chunked", head):
         body = dechunk(body)
+    elif length is not None:
+        # the first response only: a mutation can turn a request's tail into a next request,
+        # whose answer follows on the same (kept-alive) connection
+        body = body[: int(length.group(1))]
     return int(m.group(1)), (ctype.group(1).decode() if ctype else ""), body
 
 

@@ -19,7 +19,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.processes import http_ok, predictor_env, python_module, start_process, wait_until
+from tests.processes import (
+    http_ok,
+    predictor_env,
+    python_module,
+    start_process,
+    stored_ids,
+    wait_until,
+)
 from tests.reliability.conftest import (
     Load,
     Predictor,
@@ -27,7 +34,6 @@ from tests.reliability.conftest import (
     gunicorn_workers,
     metric,
     ready,
-    stored_ids,
     wait_for,
 )
 

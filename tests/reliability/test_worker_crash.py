@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,23 +11,19 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.processes import sqlite_rows, stored_ids
 from tests.reliability.conftest import (
     Load,
     Predictor,
     fault_report,
     gunicorn_workers,
     metric,
-    stored_ids,
     wait_for,
 )
 
 
 def feedback_ids(db: Path) -> set[str]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        return {r[0] for r in conn.execute("SELECT prediction_id FROM feedback")}
-    finally:
-        conn.close()
+    return {r[0] for r in sqlite_rows(db, "SELECT prediction_id FROM feedback")}
 
 
 pytestmark = pytest.mark.slow

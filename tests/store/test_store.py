@@ -11,17 +11,20 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from store import (
+    BatchPolicy,
     FeedbackRecord,
     PredictionRecord,
     SQLiteStore,
     StoreError,
     WriteBehindStore,
+    new_prediction_id,
     open_store,
 )
 from store.writebehind import decode_record, encode_record
@@ -149,6 +152,32 @@ def test_feedback_for_a_queued_prediction_waits_for_its_write(tmp_path: Path) ->
     store.close()
 
 
+def test_a_row_queued_by_another_live_worker_is_read_from_its_spool_and_written(
+    tmp_path: Path,
+) -> None:
+    """Two workers of one host: feedback sent at once to the worker that did not serve the
+    prediction finds the row in the other's spool (no 202, no wait for its batch)."""
+    db, spool = tmp_path / "s.db", tmp_path / "spool"
+    slow = BatchPolicy(max_rows=10_000, max_delay_seconds=3600, on_request_thread=True)
+    a = WriteBehindStore(SQLiteStore(db), spool_dir=spool, batch_policy=slow)
+    b = WriteBehindStore(SQLiteStore(db), spool_dir=spool, batch_policy=slow)
+    rows = [replace(record(time.time()), id=new_prediction_id()) for _ in range(5)]
+    for r in rows:
+        a.save_prediction(r)
+    reader = SQLiteStore(db, readonly=True)
+    assert reader.count() == 0  # nothing written yet: all queued in a (and its spool)
+    assert b.get_prediction(rows[2].id) == rows[2]
+    assert reader.get_prediction(rows[2].id) == rows[2]  # written through by b
+    assert b.save_feedback(FeedbackRecord(rows[2].id, ["python"], 1.0, 1.0, 0)) is True
+    old = "0" * 16 + "1" * 16  # minted in 1970: never looked for in the spools
+    assert b.get_prediction(old) is None
+    assert a.flush(timeout=5) and reader.count() == 5  # a's batch skips the row b wrote
+    assert b.get_feedback(rows[2].id) is not None
+    a.close()
+    b.close()
+    reader.close()
+
+
 def _open_after(barrier: Any, path: Path, results: Any) -> None:
     barrier.wait()
     try:
@@ -205,7 +234,9 @@ def test_a_refused_row_is_dead_lettered_and_never_blocks_the_others(tmp_path: Pa
 
 
 def _serve_then_die(spool: Path, db: Path, ids: Any, ready: Any) -> None:
-    store = WriteBehindStore(SQLiteStore(db), spool_dir=spool, max_delay_seconds=3600)
+    # only full batches are written: the rest stays queued (and spooled) for the test
+    policy = BatchPolicy(max_rows=64, max_delay_seconds=3600, on_request_thread=True)
+    store = WriteBehindStore(SQLiteStore(db), spool_dir=spool, batch_policy=policy)
     for _ in range(150):  # 2 full batches written, 22 rows only queued and spooled
         r = record()
         store.save_prediction(r)

@@ -1,17 +1,17 @@
 """The local stack's Prometheus config, with the ports of ``scripts/services.conf``.
 
 ``prometheus/prometheus.yml`` is the production config with the default ports; ``make up`` runs
-a copy written by this script: every scraped service of ``services.conf`` (after the
+a copy written by this module: every scraped service of ``services.conf`` (after the
 ``STACK_PORT_<NAME>`` overrides of the environment) becomes a target ``127.0.0.1:<port>`` of its
 job (``<name>``, or the job a replica names: the fleet's ``predictor2`` is a second instance of
 job ``predictor``), Alertmanager's target follows its port, and the rule files are copied next
-to it (``--demo``: ``for:`` of the demo alerts capped, see ``demo_prometheus.py``).
+to it (``--demo``: ``for:`` of the demo alerts capped, see ``stack.demo``).
 ``--file-sd``: the targets go to ``targets/<job>.json`` read through ``file_sd_configs``
 (Prometheus re-reads them on change: a replica joins without a restart; docs/scaling.md).
 Services of the ``fleet`` stack count only when ``STACK_FLEET`` is set (``make up-fleet``).
 
-    python scripts/stack_config.py prometheus --output var/prometheus-config [--demo] [--file-sd]
-    python scripts/stack_config.py services      # name port ready scrape show (after overrides)
+    python -m stack.config prometheus --output var/prometheus-config [--demo] [--file-sd]
+    python -m stack.config services      # name port ready scrape show (after overrides)
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from typing import Any
 
 import yaml
 
-# run as a script: its own folder is on the import path (tests load both files by path)
-from demo_prometheus import DEMO_ALERTS, shorten
+from stack.demo import DEMO_ALERTS, shorten
 
+# the repository: the local stack runs from its checkout (pip install -e)
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES_FILE = ROOT / "scripts" / "services.conf"
 
@@ -167,14 +167,14 @@ def write_prometheus(
             scrape_timeout=interval,
         )
     header = (
-        "# Written by scripts/stack_config.py from prometheus/prometheus.yml and services.conf\n"
+        "# Written by python -m stack.config from prometheus/prometheus.yml and services.conf\n"
     )
     (output / "prometheus.yml").write_text(header + yaml.safe_dump(config, sort_keys=False))
     return changed
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m stack.config", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     prom = sub.add_parser("prometheus", help="write the local stack's Prometheus config")
     prom.add_argument("--output", type=Path, required=True)

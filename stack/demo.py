@@ -5,7 +5,7 @@
 files to ``--output`` and caps ``for:`` of the alerts named in ``--alerts`` at ``--max-for``;
 expressions, thresholds and every other rule stay as they are.
 
-    python scripts/demo_prometheus.py --output var/demo/prometheus
+    python -m stack.demo --output var/demo/prometheus
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def shorten(rules: dict[str, Any], alerts: set[str], max_for: str) -> int:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m stack.demo", description=__doc__.split("\n")[0])
     p.add_argument("--config", type=Path, default=ROOT / "prometheus/prometheus.yml")
     p.add_argument("--output", type=Path, required=True, help="folder for the demo config")
     p.add_argument("--max-for", default="1m", help="longest for: of the demo alerts")
