@@ -424,13 +424,28 @@ class WriteBehindStore:
         return total
 
     def _has_orphans(self) -> bool:
+        """Whether another process's spool is free of its ``flock`` (its owner died): the
+        live workers' spools do not count, so a read miss waits for no replay lock then."""
         if self.spool_dir is None:
             return False
         own = self._spool_path.name if self._spool_path is not None else None
         try:
-            return any(n.endswith(SPOOL_SUFFIX) and n != own for n in os.listdir(self.spool_dir))
+            names = [n for n in os.listdir(self.spool_dir) if n.endswith(SPOOL_SUFFIX) and n != own]
         except OSError:
             return False
+        for name in names:
+            try:
+                fd = os.open(self.spool_dir / name, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True  # released at close: recover_orphans takes it again
+            except OSError:
+                continue  # held: its process is alive
+            finally:
+                os.close(fd)
+        return False
 
     # -- the writer thread --------------------------------------------------------------------
 
@@ -613,7 +628,9 @@ class WriteBehindStore:
         record = self._from_live_spools(prediction_id)
         if record is None:  # written meanwhile, its spool truncated?
             return inner.get_prediction(prediction_id)
-        if not self._write_lock.acquire(timeout=0.05):
+        # a short wait: the writer thread holds the lock for ~1 ms a healthy batch, and for up
+        # to its busy timeout on a locked store, when feedback must fail fast (≤ 100 ms)
+        if not self._write_lock.acquire(timeout=0.01):
             return None
         try:
             inner.save_predictions([record])
