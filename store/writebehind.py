@@ -368,18 +368,11 @@ class WriteBehindStore:
         Caller holds ``_write_lock``. A spool is an orphan when nobody holds its ``flock``.
         """
         inner = self.inner
-        if self.spool_dir is None or inner is None:
+        if inner is None:
             return 0
-        try:
-            names = sorted(os.listdir(self.spool_dir))
-        except OSError:
-            return 0
-        own = self._spool_path.name if self._spool_path is not None else None
         total = 0
-        for name in names:
-            if not name.endswith(SPOOL_SUFFIX) or name == own:
-                continue
-            path = self.spool_dir / name
+        for path in self._other_spools():
+            name = path.name
             try:
                 fd = os.open(path, os.O_RDONLY)
             except OSError:
@@ -423,19 +416,23 @@ class WriteBehindStore:
                 self.on_recovered(total)
         return total
 
+    def _other_spools(self) -> list[Path]:
+        """The spool files of this folder's other processes, live or dead, in name order."""
+        if self.spool_dir is None:
+            return []
+        own = self._spool_path.name if self._spool_path is not None else None
+        try:
+            names = sorted(os.listdir(self.spool_dir))
+        except OSError:
+            return []
+        return [self.spool_dir / n for n in names if n.endswith(SPOOL_SUFFIX) and n != own]
+
     def _has_orphans(self) -> bool:
         """Whether another process's spool is free of its ``flock`` (its owner died): the
         live workers' spools do not count, so a read miss waits for no replay lock then."""
-        if self.spool_dir is None:
-            return False
-        own = self._spool_path.name if self._spool_path is not None else None
-        try:
-            names = [n for n in os.listdir(self.spool_dir) if n.endswith(SPOOL_SUFFIX) and n != own]
-        except OSError:
-            return False
-        for name in names:
+        for path in self._other_spools():
             try:
-                fd = os.open(self.spool_dir / name, os.O_RDONLY)
+                fd = os.open(path, os.O_RDONLY)
             except OSError:
                 continue
             try:
@@ -489,10 +486,8 @@ class WriteBehindStore:
                 log.exception("store: writer thread error")
 
     def _policy(self) -> BatchPolicy:
-        if self.batch_policy is not None:
-            return self.batch_policy
-        policy = getattr(self.inner, "batch_policy", None)
-        return policy if isinstance(policy, BatchPolicy) else LOCAL_BATCHES
+        own: BatchPolicy = getattr(self.inner, "batch_policy", LOCAL_BATCHES)
+        return self.batch_policy or own
 
     def _housekeeping(self) -> None:
         inner = self.inner
@@ -642,17 +637,9 @@ class WriteBehindStore:
 
     def _from_live_spools(self, prediction_id: str) -> PredictionRecord | None:
         needle = b'["' + prediction_id.encode("ascii") + b'"'
-        own = self._spool_path.name if self._spool_path is not None else None
-        assert self.spool_dir is not None
-        try:
-            names = os.listdir(self.spool_dir)
-        except OSError:
-            return None
-        for name in names:
-            if not name.endswith(SPOOL_SUFFIX) or name == own:
-                continue
+        for path in self._other_spools():
             try:
-                data = (self.spool_dir / name).read_bytes()
+                data = path.read_bytes()
             except OSError:
                 continue
             start = data.find(needle)
