@@ -31,7 +31,12 @@ models/LATEST: | $(STAMP)
 
 model: models/LATEST
 
+# feedback needs its token (README "Security"): the stack's random secrets in var/secrets, unless
+# the caller names its own files
 serve: install model
+	bash scripts/make-secrets.sh var/secrets >/dev/null
+	TAGWATCH_FEEDBACK_TOKEN_FILE="$${TAGWATCH_FEEDBACK_TOKEN_FILE:-var/secrets/feedback_token}" \
+	TAGWATCH_ID_SECRET_FILE="$${TAGWATCH_ID_SECRET_FILE:-var/secrets/id_secret}" \
 	$(PY) -m exporter serve
 
 up: install

@@ -198,9 +198,22 @@ def _lifecycle_routes(settings: AlertingSettings) -> list[dict[str, Any]]:
 
 
 def _lifecycle_receivers(settings: AlertingSettings) -> list[dict[str, Any]]:
+    """The lifecycle webhook, with the bearer token's file when set (the service answers 401
+    without it): Alertmanager reads the file, the token never lands in this config."""
     if not settings.lifecycle_webhook_url:
         return []
-    hook = {"url": settings.lifecycle_webhook_url, "send_resolved": False, "max_alerts": 0}
+    hook: dict[str, Any] = {
+        "url": settings.lifecycle_webhook_url,
+        "send_resolved": False,
+        "max_alerts": 0,
+    }
+    if settings.lifecycle_token_file is not None:
+        hook["http_config"] = {
+            "authorization": {
+                "type": "Bearer",
+                "credentials_file": str(settings.lifecycle_token_file),
+            }
+        }
     return [{"name": "lifecycle", "webhook_configs": [hook]}]
 
 

@@ -48,6 +48,22 @@ def bar_chart(title: str, days: Sequence[str], series: Mapping[str, Values]) -> 
     return _png(fig)
 
 
+def _finite(series: Mapping[str, Values]) -> list[float]:
+    return [v for values in series.values() for v in values if v is not None and v == v]
+
+
+def split_references(
+    series: Mapping[str, Values], references: Mapping[str, float], ratio: float = 4.0
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(drawn, off scale): a reference more than ``ratio`` times the largest value is named,
+    not drawn, so the axis stays scaled to the data."""
+    top = max(_finite(series), default=None)
+    if top is None or top <= 0:
+        return dict(references), {}
+    drawn = {k: v for k, v in references.items() if v <= top * ratio}
+    return drawn, {k: v for k, v in references.items() if k not in drawn}
+
+
 def line_chart(
     title: str,
     days: Sequence[str],
@@ -60,8 +76,18 @@ def line_chart(
     xs = list(range(len(days)))
     for name, values in series.items():
         ax.plot(xs, _nan(values), marker="o", label=name)
-    for i, (name, value) in enumerate((references or {}).items()):
+    drawn, off_scale = split_references(series, references or {})
+    for i, (name, value) in enumerate(drawn.items()):
         ax.axhline(value, linestyle=("--", ":", "-.")[i % 3], linewidth=1, color="grey", label=name)
+    if off_scale:
+        # a threshold 100x above the data would flatten every line onto the axis: say it instead
+        top = max(_finite(series), default=0.0)
+        note = "; ".join(
+            f"{name}: off scale (the highest value is {top / v:.1%} of it)"
+            for name, v in off_scale.items()
+        )
+        ax.text(0.99, 0.97, note, transform=ax.transAxes, ha="right", va="top", fontsize=7)
+        ax.set_ylim(0, top * 1.25 if top > 0 else 1)
     ax.set_xticks(xs, _labels(days), fontsize=8)
     ax.set_xlim(-0.5, len(days) - 0.5)
     ax.set_title(title)

@@ -40,6 +40,8 @@ class AlertingSettings(TagwatchSettings):
     # has no Grafana, and Debian's Alertmanager has no web UI)
     grafana_url: str | None = "http://127.0.0.1:3000"
     drift_report_url: str = "http://127.0.0.1:8001/reports/latest.html"
+    # "What changed this week": at most this many of the week's questions read (an even sample)
+    weekly_text_max_titles: int = 5000
     # the drift process serves the runbook rendered at <base>/docs/runbook.md#<alert>
     runbook_base_url: str = "http://127.0.0.1:8001"
     predictor_url: str = "http://127.0.0.1:8000"
@@ -67,6 +69,11 @@ class AlertingSettings(TagwatchSettings):
     # empty: no such receiver
     lifecycle_webhook_url: str | None = "http://127.0.0.1:8003/webhook"
     lifecycle_webhook_alerts: tuple[str, ...] = ("DataDriftDetected", "JaccardLow")
+    # the bearer token the lifecycle service requires on its webhook: the path of the file that
+    # holds it, as Alertmanager sees it (compose: /run/secrets/lifecycle_token). Alertmanager
+    # reads it at each notification (http_config.authorization.credentials_file); the token is
+    # never written into the rendered config. The same variable the lifecycle service reads.
+    lifecycle_token_file: Path | None = None
 
     @field_validator(
         "lifecycle_webhook_url",

@@ -101,7 +101,12 @@ class WeeklyReport:
     alerts: list[AlertSummary] | None = None
     drift: list[dict[str, Any]] | None = None
     problematic: dict[str, list[dict[str, Any]]] | None = None
+    # the week's feedback per credential it came with ("token", "open", "unknown"); None: not
+    # read (the store is missing)
+    feedback_sources: dict[str, int] | None = None
     retrain: str | None = None  # the lifecycle's retrain summary line (None: not read)
+    # what changed this week (drift.changes.period_changes): new tags, new words, questions
+    changes: dict[str, Any] | None = None
     advice: list[Advice] = field(default_factory=list)
     missing: dict[str, str] = field(default_factory=dict)
 
@@ -184,6 +189,15 @@ def store_daily(
         for name in ("coverage", "jaccard"):
             out[name].append(float(day[name].mean()) if len(day) else None)
     return out
+
+
+def feedback_sources(labelled: Any) -> dict[str, int]:
+    """The week's feedback per source (store.records.FEEDBACK_SOURCES), largest first: feedback
+    that came without the feedback token ("open") is the retraining data anyone could write."""
+    if not len(labelled) or "source" not in labelled.columns:
+        return {}
+    counts = labelled["source"].value_counts()
+    return {str(k): int(counts[k]) for k in sorted(counts.index, key=lambda k: (-counts[k], k))}
 
 
 def _runbook_sections(text: str) -> dict[str, str]:
@@ -270,7 +284,48 @@ def collect(
     _collect_drift(settings, report, prometheus, end)
     _collect_retrain(settings, report, prometheus, end)
     _collect_problematic(settings, report, store, start)
+    _collect_changes(settings, report, store, start, end)
     return report
+
+
+def _collect_changes(
+    settings: AlertingSettings,
+    report: WeeklyReport,
+    store: PredictionStore | None,
+    start: datetime,
+    end: datetime,
+) -> None:
+    """The week's new tags (marked when last week had none of them), new words and typical
+    questions, against the served model (its vocabulary and baseline titles)."""
+    if store is None:
+        report.missing["what changed this week"] = f"store not found ({settings.store_url})"
+        return
+    try:
+        report.changes = week_changes(settings, store, start, end)
+    except Exception as exc:  # a missing model or a store failure must not cost the report
+        report.missing["what changed this week"] = f"{type(exc).__name__}: {exc}"
+
+
+def week_changes(
+    settings: AlertingSettings, store: PredictionStore, start: datetime, end: datetime
+) -> dict[str, Any]:
+    """:func:`drift.changes.period_changes` of [start, end) against the week before it."""
+    from drift.changes import model_vocabulary, period_changes
+    from drift.text import TextRules
+    from tagger.artefact import load_baseline, read_card, resolve_version
+
+    path = resolve_version(settings.models_dir, "latest")
+    limit = settings.weekly_text_max_titles
+    before = start - (end - start)
+    current = store.texts(start.timestamp(), end.timestamp(), limit)
+    previous = store.texts(before.timestamp(), start.timestamp(), limit)
+    rules = TextRules(max_titles=limit, n_questions=3)
+    card = read_card(path)
+    out = period_changes(
+        current, previous, card, load_baseline(path), model_vocabulary(path), rules
+    )
+    out["model_version"] = str(card.get("version"))
+    return out
 
 
 def _collect_store_daily(
@@ -287,13 +342,9 @@ def _collect_store_daily(
         return
     try:
         first = points[0].timestamp() - DAY
-        daily.update(
-            store_daily(
-                store.features(first, end.timestamp()),
-                store.labelled(first, end.timestamp()),
-                points,
-            )
-        )
+        labelled = store.labelled(first, end.timestamp())
+        daily.update(store_daily(store.features(first, end.timestamp()), labelled, points))
+        report.feedback_sources = feedback_sources(labelled)
     except Exception as exc:  # any store failure must not cost the rest of the report
         report.missing["volume and quality per day"] = f"store {settings.store_url}: {exc}"
 

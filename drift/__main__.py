@@ -90,7 +90,7 @@ def serve(settings: DriftSettings) -> int:
         return 2
     serve_in_thread(server)
     _ensure_waiting_page(settings, trigger)
-    scheduler = _scheduler(settings, job, trigger)
+    scheduler = _scheduler(settings, job, trigger, metrics)
     signal.signal(signal.SIGTERM, _interrupt)
     log.info(
         "drift scheduler started (cron %r, UTC); http://%s:%d/metrics, /reports/latest.html",
@@ -149,7 +149,9 @@ def _ensure_waiting_page(settings: DriftSettings, trigger: Any) -> None:
         log.warning("cannot write %s/latest.html: %s", settings.reports_dir, exc)
 
 
-def _scheduler(settings: DriftSettings, job: Callable[[], None], trigger: Any) -> Any:
+def _scheduler(
+    settings: DriftSettings, job: Callable[[], None], trigger: Any, metrics: DriftMetrics
+) -> Any:
     """A blocking scheduler with the drift job: coalesced, never two at once."""
     from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -166,7 +168,42 @@ def _scheduler(settings: DriftSettings, job: Callable[[], None], trigger: Any) -
         misfire_grace_time=settings.misfire_grace_seconds,
         **extra,
     )
+    if settings.alertmanager_api_url:
+        scheduler.add_job(
+            _explainer(settings, metrics),
+            "interval",
+            seconds=settings.explain_interval_seconds,
+            id="explain",
+            max_instances=1,
+            coalesce=True,
+        )
     return scheduler
+
+
+def _explainer(settings: DriftSettings, metrics: DriftMetrics) -> Callable[[], None]:
+    """DriftExplained beside the active drift alerts (drift/notify.py); never raises."""
+    import pandas as pd
+
+    from drift.notify import explain_once
+
+    def explain() -> None:
+        try:
+            posted = explain_once(
+                settings.alertmanager_api_url,
+                settings.reports_dir,
+                settings.drift_report_url,
+                pd.Timestamp.now(tz="UTC"),
+                pd.Timedelta(seconds=settings.explain_hold_seconds),
+            )
+        except Exception as exc:
+            log.warning(
+                "DriftExplained: Alertmanager at %s: %s", settings.alertmanager_api_url, exc
+            )
+            metrics.alert_posts.labels("failed").inc()
+            return
+        metrics.alert_posts.labels("sent" if posted else "idle").inc()
+
+    return explain
 
 
 def _interrupt(signum: int, frame: Any) -> None:

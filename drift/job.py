@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import html
+import json
 import logging
 import os
 import time
@@ -16,6 +17,14 @@ import pandas as pd
 
 from drift import sqlcounts
 from drift.assets import install_assets, localize_links
+from drift.changes import (
+    TEXT_FEATURE,
+    Changes,
+    latest_json,
+    read_changes,
+    section_html,
+    text_status,
+)
 from drift.histograms import (
     baseline_counts,
     count_rows,
@@ -84,14 +93,46 @@ def _rules_html(settings: DriftSettings) -> str:
     )
 
 
-def placeholder_html(now: pd.Timestamp, reason: str, settings: DriftSettings | None = None) -> str:
-    """latest.html when nothing could be judged: say so instead of showing a stale report."""
+def placeholder_html(
+    now: pd.Timestamp,
+    reason: str,
+    settings: DriftSettings | None = None,
+    previous: tuple[str, dict[str, Any]] | None = None,
+    version: str | None = None,
+) -> str:
+    """latest.html when nothing could be judged: the served version's state (waiting for its
+    first complete bin) and the last report that judged something, never a stale report."""
     rules = "" if settings is None else f"<h2>What is judged</h2>{_rules_html(settings)}"
+    head = "waiting for the first complete bin" if version else "nothing judged"
+    served = (
+        f"<p id='served'>Model version <code>{html.escape(version)}</code> is served; its "
+        "questions are judged against its own baseline once a bin is complete.</p>"
+        if version
+        else ""
+    )
     return (
         "<!doctype html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'>"
-        "<title>tagwatch drift</title></head>"
-        f"<body><h1>tagwatch drift: nothing judged</h1><p>Run at {now.isoformat()}: "
-        f"{html.escape(reason)}</p>{rules}</body></html>\n"
+        f"<title>tagwatch drift: {head}</title></head>"
+        f"<body style='font-family: Arial, sans-serif; max-width: 60em'>"
+        f"<h1>tagwatch drift: {head}</h1>{served}<p>Run at {now.isoformat()}: "
+        f"{html.escape(reason)}</p>{_previous_html(previous)}{rules}</body></html>\n"
+    )
+
+
+def _previous_html(previous: tuple[str, dict[str, Any]] | None) -> str:
+    """A link to the last run report that judged something, with what it found."""
+    if previous is None:
+        return ""
+    name, data = previous
+    red = [f for f, v in (data.get("features") or {}).items() if v.get("status") == "red"]
+    text = data.get("text") or {}
+    words = ", ".join(w.get("word", "") for w in (text.get("current_words") or [])[:10])
+    return (
+        f"<p id='previous'>The last report: <a href='{html.escape(name)}'>{html.escape(name)}"
+        f"</a> (model version <code>{html.escape(str(data.get('model_version')))}</code>, bin "
+        f"{html.escape(str(data.get('bin_start')))}; red: {html.escape(', '.join(red) or 'none')}"
+        + (f"; words of the drift: {html.escape(words)}" if words else "")
+        + ").</p>"
     )
 
 
@@ -170,16 +211,29 @@ def _effect_rows(
                 f"rise ≥ {settings.yellow_unknown_tags_rise:g} yellow, "
                 f"≥ {settings.red_unknown_tags_rise:g} red"
             )
+        elif feature == TEXT_FEATURE:
+            measured = f"ROC AUC {value:.3f} (0.5: reads like the baseline)"
+            rule = (
+                f"≥ {settings.text_yellow_auc:g} yellow, ≥ {settings.text_red_auc:g} red, "
+                "and clear of the bin size's noise (see What changed)"
+            )
         else:
             measured = f"max_prob_diff {value:.3f}"
             rule = (
                 f"≥ {settings.yellow_max_prob_diff:g} yellow, ≥ {settings.red_max_prob_diff:g} red"
             )
         rows.append(
-            f"<tr><td><a href='#{html.escape(feature)}-ref_max_prob_diff'>{html.escape(feature)}"
+            f"<tr><td><a href='#{_anchor(feature)}'>{html.escape(feature)}"
             f"</a></td>{_status_cell(status)}<td>{measured}</td><td>{rule}</td></tr>"
         )
     return rows
+
+
+def _anchor(feature: str) -> str:
+    """Where a feature's row links: popmon's comparison, or the What changed section."""
+    if feature == TEXT_FEATURE:
+        return "tagwatch-what-changed"
+    return f"{html.escape(feature)}-ref_max_prob_diff"
 
 
 def _feedback_rows(
@@ -232,6 +286,7 @@ def thresholds(settings: DriftSettings) -> dict[str, tuple[float, float]]:
     """(yellow, red) thresholds of every judged feature's effect size."""
     out = {f: (settings.yellow_max_prob_diff, settings.red_max_prob_diff) for f in FEATURES}
     out[FEEDBACK_FEATURE] = (settings.yellow_unknown_tags_rise, settings.red_unknown_tags_rise)
+    out[TEXT_FEATURE] = (settings.text_yellow_auc, settings.text_red_auc)
     return out
 
 
@@ -278,6 +333,7 @@ def run_once(
 class _ServedModel(NamedTuple):
     """The model version the drift run judges against, and what its counts depend on."""
 
+    path: Path
     card: dict[str, Any]
     baseline: pd.DataFrame
     categories: list[str]
@@ -319,14 +375,48 @@ def _run(
         settings.min_rows_per_bin,
     )
     if not judged:
-        _report_nothing_judged(settings, metrics, state, now)
+        _report_nothing_judged(settings, metrics, state, now, str(model.card.get("version")))
         return result
 
     ref_unknown = (model.card.get("validation") or {}).get("unknown_tag_ratio")
     j = _judge_bins(settings, model, judged, ref_unknown)
+    changes = _what_changed(settings, store, model, j, now)
     _record_judgement(settings, metrics, result, j, judged, ref_unknown)
-    _write_report(settings, result, j, judged, ref_unknown, now)
+    version = str(model.card.get("version"))
+    _write_report(settings, result, j, judged, ref_unknown, now, version, changes)
     return result
+
+
+def _what_changed(
+    settings: DriftSettings,
+    store: PredictionStore | None,
+    model: _ServedModel,
+    j: Judgement,
+    now: pd.Timestamp,
+) -> Changes | None:
+    """The latest bin's text judgement and named changes; its status joins the judgement.
+    A failure here is logged and leaves the other features judged (None)."""
+    if not settings.text_enabled:
+        return None
+    own_store = store is None
+    try:
+        store = open_store(settings.store_url, readonly=True) if store is None else store
+        try:
+            changes = read_changes(
+                settings, store, model.path, model.card, model.baseline, j.latest_bin, now
+            )
+        finally:
+            if own_store:
+                store.close()
+    except Exception:
+        log.exception("text judgement of the bin %s failed", j.latest_bin)
+        return None
+    status = text_status(changes)
+    if status is not None and changes.text.auc is not None:
+        j.statuses[TEXT_FEATURE] = status
+        j.values[TEXT_FEATURE] = changes.text.auc
+    log.info("text of the bin %s: %s", j.latest_bin, changes.text.reason)
+    return changes
 
 
 def _served_model(settings: DriftSettings) -> _ServedModel:
@@ -338,7 +428,7 @@ def _served_model(settings: DriftSettings) -> _ServedModel:
     fp = fingerprint(
         str(card.get("version")), _sha256(path / BASELINE_FILE), settings.bin_ns, categories
     )
-    return _ServedModel(card, baseline, categories, fp)
+    return _ServedModel(path, card, baseline, categories, fp)
 
 
 def _update_counts(
@@ -446,12 +536,17 @@ def _count_new_rows(
 
 
 def _report_nothing_judged(
-    settings: DriftSettings, metrics: DriftMetrics, state: DriftState, now: pd.Timestamp
+    settings: DriftSettings,
+    metrics: DriftMetrics,
+    state: DriftState,
+    now: pd.Timestamp,
+    version: str,
 ) -> None:
-    """No bin to judge: clear the lights and say why in latest.html, not a stale report."""
+    """No bin to judge: clear the lights and say why in latest.html, not a stale report; the
+    last run's report that judged something (another version's, after a promotion) is linked."""
     reason = (
         f"no complete {settings.bin_size} bin with at least {settings.min_rows_per_bin} "
-        f"rows in the last {settings.window_days} days "
+        f"rows of model version {version} in the last {settings.window_days} days "
         f"({sum(b['rows'] for b in state.bins.values())} rows in complete bins)"
     )
     log.warning("nothing to judge: %s", reason)
@@ -459,9 +554,27 @@ def _report_nothing_judged(
     metrics.rows_analysed.set(0)
     metrics.bins_judged.set(0)
     metrics.latest_bin_timestamp.set(0)
+    reports_dir = Path(settings.reports_dir)
+    previous = last_report(reports_dir)
     _write_atomic(
-        Path(settings.reports_dir) / "latest.html", placeholder_html(now, reason, settings)
+        reports_dir / "latest.html", placeholder_html(now, reason, settings, previous, version)
     )
+    waiting = latest_json(None, {}, {}, version, now, "latest.html") | {"waiting": reason}
+    if previous is not None:
+        waiting["previous_report"] = previous[0]
+    _write_atomic(reports_dir / "latest.json", json.dumps(waiting, indent=1) + "\n")
+
+
+def last_report(reports_dir: Path) -> tuple[str, dict[str, Any]] | None:
+    """(file name, its latest.json) of the newest run report that judged a bin, if any."""
+    for path in sorted(Path(reports_dir).glob("*T*Z.json"), reverse=True):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("features"):
+            return path.with_suffix(".html").name, data
+    return None
 
 
 def _judge_bins(
@@ -500,20 +613,30 @@ def _write_report(
     judged: dict[int, Any],
     ref_unknown: Any,
     now: pd.Timestamp,
+    version: str,
+    changes: Changes | None = None,
 ) -> None:
-    """Today's report with tagwatch's summary, also as latest.html; one log line of lights."""
+    """This run's report (HTML and JSON, named by the run's time: an email links the report
+    that fired it), also as latest.html / latest.json; one log line of lights."""
     reports_dir = Path(settings.reports_dir)
-    report = reports_dir / f"{now.date().isoformat()}.html"
-    html_text = add_summary(
-        j.html,
-        summary_section(settings, j, judged, None if ref_unknown is None else float(ref_unknown)),
+    name = run_report_name(now)
+    report = reports_dir / f"{name}.html"
+    section = summary_section(
+        settings, j, judged, None if ref_unknown is None else float(ref_unknown)
     )
+    if changes is not None:
+        section = section_html(changes) + section
+    html_text = add_summary(j.html, section)
     if settings.report_online and not settings.report_cdn:
         html_text = localize_links(html_text, install_assets(reports_dir))
+    data = latest_json(changes, j.statuses, j.values, version, now, report.name)
+    json_text = json.dumps(data, indent=1, default=str) + "\n"
     _write_atomic(report, html_text)
+    _write_atomic(report.with_suffix(".json"), json_text)
     _write_atomic(reports_dir / "latest.html", html_text)
+    _write_atomic(reports_dir / "latest.json", json_text)
     result.report_path = report
-    # dated reports follow the stored questions' retention (TAGWATCH_RETENTION_DAYS)
+    # run reports follow the stored questions' retention (TAGWATCH_RETENTION_DAYS)
     prune_reports(reports_dir, settings.retention_days, now.date())
     red = sorted(f for f, s in j.statuses.items() if s[0] == 2)
     yellow = sorted(f for f, s in j.statuses.items() if s[0] == 1)
@@ -527,3 +650,8 @@ def _write_report(
         report,
         len(html_text) / 1024,
     )
+
+
+def run_report_name(now: pd.Timestamp) -> str:
+    """``2026-03-02T020000Z``: one report per run, sorted by time, safe in a URL."""
+    return now.tz_convert("UTC").strftime("%Y-%m-%dT%H%M%SZ")

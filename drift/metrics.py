@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from tagger.columns import FEATURE_COLUMNS
 
-FEATURES = (*FEATURE_COLUMNS, "unknown_feedback_tags_ratio")
+# "text": the ROC AUC of a classifier telling the bin's titles from the baseline's (drift/text.py)
+FEATURES = (*FEATURE_COLUMNS, "unknown_feedback_tags_ratio", "text")
 
 
 class DriftMetrics:
@@ -38,7 +39,8 @@ class DriftMetrics:
             "tagwatch_drift_feature_effect_size",
             "Measured effect size of the latest judged bin against the held-out validation "
             "questions: largest change of one histogram bar's share (max_prob_diff); for "
-            "unknown_feedback_tags_ratio the rise of the unknown-tag share.",
+            "unknown_feedback_tags_ratio the rise of the unknown-tag share; for text the ROC "
+            "AUC of a classifier telling the bin's titles from the baseline's.",
             ["feature"],
             registry=registry,
         )
@@ -71,6 +73,14 @@ class DriftMetrics:
         self.last_duration = Gauge(
             "tagwatch_drift_last_run_duration_seconds",
             "Duration of the last run, successful or not.",
+            registry=registry,
+        )
+        self.alert_posts = Counter(
+            "tagwatch_drift_alert_posts",
+            "DriftExplained checks of Alertmanager (drift/notify.py) by outcome: sent (words "
+            "posted beside active drift alerts), idle (no drift alert active, or no judged "
+            "bin), failed (Alertmanager unreachable or refused).",
+            ["outcome"],
             registry=registry,
         )
         self.runs = Counter("tagwatch_drift_runs", "Drift runs started.", registry=registry)

@@ -18,7 +18,9 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-REPORT_PATH = re.compile(r"^/reports/(latest|\d{4}-\d{2}-\d{2})\.html$")
+# latest, a day's (YYYY-MM-DD) or a run's (YYYY-MM-DDTHHMMSSZ) report, as HTML or JSON
+REPORT_PATH = re.compile(r"^/reports/(latest|\d{4}-\d{2}-\d{2}(?:T\d{6}Z)?)\.(html|json)$")
+REPORT_TYPES = {"html": "text/html; charset=utf-8", "json": "application/json"}
 ASSET_PATH = re.compile(r"^/reports/assets/(js|css)/([A-Za-z0-9][A-Za-z0-9._-]*\.(js|css))$")
 ASSET_TYPES = {"js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
 
@@ -213,8 +215,8 @@ class _DriftHandler(BaseHTTPRequestHandler):
         elif path == "/healthz":
             self._send(200, redact_paths(json.dumps(routes.health())).encode(), "application/json")
         elif (m := REPORT_PATH.match(path)) is not None:
-            report = Path(routes.reports_dir) / f"{m.group(1)}.html"
-            self._send_file(report, "text/html; charset=utf-8", "no such report")
+            report = Path(routes.reports_dir) / f"{m.group(1)}.{m.group(2)}"
+            self._send_file(report, REPORT_TYPES[m.group(2)], "no such report")
         elif path in RUNBOOK_PATHS:
             self._send_runbook()
         elif (m := ASSET_PATH.match(path)) is not None:

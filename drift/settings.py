@@ -39,6 +39,23 @@ class DriftSettings(TagwatchSettings):
     # read into pandas (the reference path); "auto" = SQL when the store and the bin width
     # allow it (faster on both backends: benchmarks/drift_scale.py)
     drift_counts: Literal["auto", "sql", "pandas"] = "auto"
+    # the text judgement (drift/text.py): a domain classifier between the served model's
+    # baseline titles and a sample of the latest bin's; its ROC AUC is the feature "text"
+    text_enabled: bool = True
+    text_max_titles: int = 5000
+    text_min_titles: int = 100
+    text_yellow_auc: float = 0.56
+    text_red_auc: float = 0.60
+    # what the report and latest.json name: words, typical questions, unknown tags, OOV words
+    text_top_words: int = 20
+    text_top_questions: int = 10
+    # DriftExplained (drift/notify.py): the words and tags of latest.json posted to
+    # Alertmanager's API beside the active drift alerts, so their emails name them; "" = off.
+    # The run's report is linked beside drift_report_url (the public URL of latest.html)
+    alertmanager_api_url: str = ""
+    drift_report_url: str = ""
+    explain_interval_seconds: float = 15.0
+    explain_hold_seconds: float = 120.0
     # True: the report links its JavaScript/CSS (small file); False: embeds them (~+4 MB)
     report_online: bool = True
     # linked assets from public CDNs instead of the local copy in <reports_dir>/assets
@@ -55,7 +72,17 @@ class DriftSettings(TagwatchSettings):
             raise ValueError(f"bin_size {v!r} is shorter than one minute")
         return v
 
-    @field_validator("window_days", "min_rows_per_bin", "top_tags", "max_bins")
+    @field_validator("text_yellow_auc", "text_red_auc")
+    @classmethod
+    def _auc(cls, v: float) -> float:
+        if not 0.5 < v < 1.0:
+            raise ValueError("must be between 0.5 and 1 (an AUC above chance)")
+        return v
+
+    @field_validator(
+        "window_days", "min_rows_per_bin", "top_tags", "max_bins", "text_max_titles",
+        "text_min_titles", "text_top_words", "text_top_questions",
+    )  # fmt: skip
     @classmethod
     def _positive(cls, v: int) -> int:
         if v < 1:

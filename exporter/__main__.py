@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from exporter.credentials import load_credentials
 from exporter.settings import PredictorSettings
 from exporter.supervisor import Supervisor
 
@@ -47,19 +48,30 @@ def prepare_multiproc_dir(path: Path) -> Path:
     return path
 
 
-def _start_proxy(settings: PredictorSettings, multiproc: Path) -> str | None:
-    """Start nginx on host:port (see exporter/proxy.py); gunicorn's bind, or None without it."""
+def _start_proxy(
+    settings: PredictorSettings, multiproc: Path, feedback_token: str | None
+) -> str | None:
+    """Start nginx on host:port (see exporter/proxy.py); gunicorn's bind, or None without it.
+    The rate limit is nginx's: without nginx there is none (said in the log)."""
     from exporter import proxy
 
     nginx = proxy.nginx_binary(settings)
     if nginx is None:
+        if settings.rate_limit_per_second > 0:
+            logging.getLogger("exporter").warning(
+                "no proxy (TAGWATCH_PROXY=%s%s): TAGWATCH_RATE_LIMIT_PER_SECOND=%g is not "
+                "enforced; put a rate-limiting proxy in front of the predictor",
+                settings.proxy,
+                ", nginx not installed" if settings.proxy == "auto" else "",
+                settings.rate_limit_per_second,
+            )
         return None
     runtime = settings.proxy_dir or multiproc.parent / f"predictor-proxy-{settings.port}"
     if len(str(runtime.resolve())) > 80:  # a unix socket path is at most 107 bytes
         # one folder per port (wiped at each start): no leftovers pile up
         runtime = Path(tempfile.gettempdir()) / f"tagwatch-proxy-{os.getuid()}-{settings.port}"
     runtime = proxy.prepare_runtime_dir(runtime)
-    return f"unix:{proxy.start_nginx(nginx, settings, runtime)}"
+    return f"unix:{proxy.start_nginx(nginx, settings, runtime, feedback_token)}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,10 +89,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    credentials = load_credentials(settings)
+    if credentials.fatal:  # a replica that cannot check credentials must not start
+        for problem in credentials.fatal:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
     multiproc = prepare_multiproc_dir(settings.multiproc_dir or DEFAULT_MULTIPROC_DIR)
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(multiproc))
     try:
-        bind = _start_proxy(settings, multiproc)
+        bind = _start_proxy(settings, multiproc, credentials.feedback_token)
     except (OSError, RuntimeError) as exc:
         print(f"error: cannot start the proxy: {exc}", file=sys.stderr)
         return 2

@@ -16,10 +16,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.multiprocess import MultiProcessCollector
 from werkzeug.exceptions import HTTPException
 
+from exporter.credentials import load_credentials
 from exporter.metrics import NoMetrics, PredictorMetrics, SupervisorCollector
 from exporter.openapi import load_openapi
 from exporter.settings import PredictorSettings
-from exporter.signing import SecretError, check_bearer, check_signature, read_secret
+from exporter.signing import check_bearer, check_signature
 from exporter.supervisor import SupervisorStatus, read_status
 from exporter.validation import ApiError, FeedbackRequest, parse_feedback, parse_predict
 from store import (
@@ -28,6 +29,8 @@ from store import (
     PredictionStore,
     StoreError,
     WriteBehindStore,
+    id_signed_by,
+    is_unsigned_id,
     minted_at,
     new_prediction_id,
     open_store,
@@ -59,6 +62,10 @@ class Services:
     # credentials for GET /predictions/<id> (exporter/signing.py); None: that way is closed
     api_token: str | None = None
     link_secret: str | None = None
+    # POST /feedback (exporter/credentials.py): the token, or why feedback is closed
+    feedback_token: str | None = None
+    feedback_closed: str | None = None
+    id_secret: bytes | None = None  # signs prediction ids (store.records.new_prediction_id)
     writer: WriteBehindStore | None = None  # the same object as ``store``: backlog, health
 
 
@@ -92,7 +99,7 @@ def predict() -> tuple[Response, int]:
     t0 = time.perf_counter()
     analysis = s.artefact.model.analyse(req.title, req.body)
     seconds = time.perf_counter() - t0
-    prediction_id = new_prediction_id()
+    prediction_id = new_prediction_id(s.id_secret)
     if s.store is not None:
         record = PredictionRecord(
             id=prediction_id,
@@ -124,13 +131,15 @@ def predict() -> tuple[Response, int]:
 @bp.post("/feedback")
 def feedback() -> tuple[Response, int]:
     s = _services()
+    source = _feedback_source(s)  # before the body is read: 401 costs nothing
     req = parse_feedback(_json_body())
+    _check_minted_here(s, req.prediction_id)
     if s.store is None:
         if s.store_error == "disabled":
             raise ApiError(503, "feedback needs the prediction store, which is disabled")
         raise ApiError(503, f"the prediction store is unavailable: {s.store_error}")
     try:
-        body, status = _record_feedback(s, s.store, req)
+        body, status = _record_feedback(s, s.store, req, source)
     except ApiError:
         raise
     except Exception as exc:
@@ -138,6 +147,33 @@ def feedback() -> tuple[Response, int]:
         s.metrics.observe_store_error()
         raise ApiError(503, "the prediction store is unavailable; retry later") from exc
     return jsonify(body), status
+
+
+def _feedback_source(s: Services) -> str:
+    """Which credential this feedback comes with ("token" or "open", stored with it); 401
+    without the feedback token, 503 when feedback is closed by the predictor's settings."""
+    authorization = request.headers.get("Authorization")
+    if s.feedback_token is not None and check_bearer(s.feedback_token, authorization):
+        return "token"
+    if s.settings.feedback_auth == "open":
+        if s.feedback_token is not None and authorization:
+            raise ApiError(401, "invalid feedback token (send none, or the right one)")
+        return "open"
+    if s.feedback_closed is not None:
+        raise ApiError(503, s.feedback_closed)
+    raise ApiError(401, "POST /feedback needs the feedback token: Authorization: Bearer <token>")
+
+
+def _check_minted_here(s: Services, prediction_id: str) -> None:
+    """With an id secret, an id without its valid tag was never minted by this stack: 404 at
+    once, nothing read or stored. An untagged id (served before the secret was set) is looked
+    up, never kept pending (see _record_feedback)."""
+    if s.id_secret is None or is_unsigned_id(prediction_id):
+        return
+    if not id_signed_by(prediction_id, s.id_secret):
+        raise ApiError(
+            404, f"unknown prediction_id: {prediction_id} (not minted here)", "prediction_id"
+        )
 
 
 # an id minted up to this far in the future is another host's clock running ahead
@@ -157,7 +193,7 @@ def score_feedback(predicted: Sequence[str], tags: Sequence[str]) -> tuple[float
 
 
 def _record_feedback(
-    s: Services, store: PredictionStore, req: FeedbackRequest
+    s: Services, store: PredictionStore, req: FeedbackRequest, source: str
 ) -> tuple[dict[str, Any], int]:
     """Score and store feedback once (200); the same feedback again is acknowledged, not
     counted. Feedback for a recent prediction this process cannot see yet is kept pending
@@ -168,9 +204,15 @@ def _record_feedback(
         raise StoreError(f"prediction not found while the store is failing ({problem})")
     n_unknown = sum(1 for t in req.tags if t not in s.vocabulary)
     if prediction is None:
-        if not _minted_within(req.prediction_id, s.settings.feedback_pending_seconds):
+        # with an id secret only a tagged id may be in flight (an untagged one is older)
+        may_be_in_flight = s.id_secret is None or not is_unsigned_id(req.prediction_id)
+        if not may_be_in_flight or not _minted_within(
+            req.prediction_id, s.settings.feedback_pending_seconds
+        ):
             raise ApiError(404, f"unknown prediction_id: {req.prediction_id}", "prediction_id")
-        outcome = store.save_pending_feedback(req.prediction_id, req.tags, n_unknown, time.time())
+        outcome = store.save_pending_feedback(
+            req.prediction_id, req.tags, n_unknown, time.time(), source
+        )
         if outcome == "conflict":
             raise ApiError(
                 409, f"prediction {req.prediction_id} already has different feedback", "tags"
@@ -191,6 +233,7 @@ def _record_feedback(
             coverage=cov,
             jaccard=jac,
             n_unknown_tags=n_unknown,
+            source=source,
         )
         if store.save_feedback(record):
             s.metrics.observe_feedback(
@@ -290,7 +333,25 @@ def readyz() -> tuple[Response, int]:
     if problems:
         return jsonify({"status": "not ready", "problems": problems}), 503
     assert s.artefact is not None
-    return jsonify({"status": "ready", "model_version": s.artefact.version}), 200
+    body: dict[str, Any] = {"status": "ready", "model_version": s.artefact.version}
+    refused = _refused_model(s)
+    if refused is not None:  # serving, on the last good version: ready, with a warning
+        body["refused_model"] = refused
+        body["warnings"] = [
+            f"model {refused['version']} refused ({refused['reason']}): serving "
+            f"{s.artefact.version}, the last good version (docs/runbook.md#modelloadfailed)"
+        ]
+    return jsonify(body), 200
+
+
+def _refused_model(s: Services) -> dict[str, Any] | None:
+    """The supervisor's refusal of the wanted version while this worker serves another."""
+    status = read_status(s.settings.multiproc_dir)
+    if status is None or not status.refused or s.artefact is None:
+        return None
+    if status.refused.get("version") == s.artefact.version:
+        return None  # this worker serves it: the refusal is stale or another worker's
+    return dict(status.refused)
 
 
 @bp.get("/metrics")
@@ -357,6 +418,9 @@ def _api_error(exc: ApiError) -> tuple[Response, int]:
     response = jsonify(exc.to_json())
     if exc.status == 503:
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    elif exc.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="tagwatch"'
+
     return response, exc.status
 
 
@@ -458,30 +522,18 @@ def _open_writer(
     return writer, None
 
 
-def _read_secrets(settings: PredictorSettings) -> dict[str, str | None]:
-    """Credentials for reading stored questions; one that cannot be read disables that way."""
-    secrets: dict[str, str | None] = {}
-    for name, path in (
-        ("api_token", settings.api_token_file),
-        ("link_secret", settings.link_secret_file),
-    ):
-        try:
-            secrets[name] = read_secret(path, f"TAGWATCH_{name.upper()}_FILE")
-        except SecretError as exc:
-            secrets[name] = None
-            log.error("%s: reading stored questions that way is disabled", exc)
-    return secrets
-
-
 def _load_services(settings: PredictorSettings, registry: CollectorRegistry) -> Services:
     status = read_status(settings.multiproc_dir)
     artefact, artefact_error = _load_artefact(settings, status)
     metrics = _build_metrics(settings, registry, artefact, status)
     writer, store_error = _open_writer(settings, metrics)
-    secrets = _read_secrets(settings)
+    credentials = load_credentials(settings)
     return Services(
-        api_token=secrets["api_token"],
-        link_secret=secrets["link_secret"],
+        api_token=credentials.api_token,
+        link_secret=credentials.link_secret,
+        feedback_token=credentials.feedback_token,
+        feedback_closed=credentials.feedback_closed,
+        id_secret=credentials.id_secret,
         settings=settings,
         registry=registry,
         metrics=metrics,

@@ -477,3 +477,26 @@ class SupervisorCollector(Collector):
         for outcome in ("done", "refused"):
             swaps.add_metric([outcome], float(status.swaps.get(outcome, 0)))
         yield swaps
+        yield from _refusal_metrics(status)
+
+
+def _refusal_metrics(status: Any) -> Iterator[Metric]:
+    """What ModelLoadFailed compares (prometheus/rules/alerts.yml): the registry's champion
+    against the served version, and the version refused while another serves."""
+    champion = GaugeMetricFamily(
+        "tagwatch_model_registry_champion_version",
+        "Registry version the champion alias named at the supervisor's last sync (0: unknown).",
+    )
+    champion.add_metric([], float(status.champion_version))
+    yield champion
+    refused = GaugeMetricFamily(
+        "tagwatch_model_refused_info",
+        "1 while the wanted model (champion / models/LATEST) is refused: version, the version "
+        "served instead (none: 503) and why (missing, unloadable, cannot_score, timeout, "
+        "workers); the full reason is in /readyz.",
+        labels=["version", "served", "reason"],
+    )
+    if status.refused:
+        labels = [str(status.refused.get("version")), str(status.served or "none")]
+        refused.add_metric([*labels, str(status.refused.get("kind", "unloadable"))], 1.0)
+    yield refused

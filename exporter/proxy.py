@@ -18,7 +18,9 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -48,6 +50,8 @@ NGINX_ERRORS = {
     503: "the predictor is unavailable; retry later",
     504: "the predictor did not answer in time; retry later",
     505: "HTTP version not supported",
+    429: "too many requests from this address: retry after the time in Retry-After, or send "
+    'the feedback token (README "Rate limits")',
 }
 # on the wire: "request headers too large" is a 400; an unsupported transfer encoding or HTTP
 # version is the client's fault too (a 5xx would count against the predictor's error SLO)
@@ -73,10 +77,87 @@ def max_request_bytes(settings: PredictorSettings) -> int:
     return 8 * settings.max_body_bytes + 4 * settings.max_title_chars
 
 
+# a token nginx can compare literally (make-secrets.sh writes URL-safe base64)
+_PLAIN_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]+")
+
+
+def nginx_rate(per_second: float) -> str:
+    """``limit_req_zone``'s rate: whole requests per second, or per minute below that."""
+    if per_second >= 1 and float(per_second).is_integer():
+        return f"{int(per_second)}r/s"
+    return f"{max(1, round(per_second * 60))}r/m"
+
+
+def retry_after_seconds(per_second: float) -> int:
+    """When a refused client may try again: one request's share of the rate, at least 1 s."""
+    return max(1, math.ceil(1 / per_second))
+
+
+def _rate_limit(
+    settings: PredictorSettings, runtime_dir: Path, exempt_token: str | None
+) -> tuple[str, str, str]:
+    """(http-level zone, the limited locations, the 429 page) of nginx.conf; empty when off.
+
+    The key of the limit is the client address; requests with the feedback token have an
+    empty key, which nginx does not count (a site backend sends everything from one address).
+    """
+    if settings.rate_limit_per_second <= 0:
+        return "", "", ""
+    exempt = ""
+    if exempt_token is not None:
+        if _PLAIN_TOKEN.fullmatch(exempt_token) is None:
+            raise RuntimeError(
+                "TAGWATCH_FEEDBACK_TOKEN_FILE: the token must be letters, digits and ._~+/=- "
+                "only (nginx compares it to exempt its requests from the rate limit); "
+                "bash scripts/make-secrets.sh writes such tokens"
+            )
+        exempt = f"        'Bearer {exempt_token}' '';\n"
+    rate = nginx_rate(settings.rate_limit_per_second)
+    # the map's hash holds the whole header ("Bearer " + a 43-character token does not fit
+    # nginx's default bucket of 64 bytes): a power of two with room for it
+    bucket = 64
+    while bucket < len(exempt_token or "") + 7 + 32:
+        bucket *= 2
+    zone = f"""    # per client address on /predict and /feedback (TAGWATCH_RATE_LIMIT_PER_SECOND)
+    map_hash_bucket_size {bucket};
+    map $http_authorization $tagwatch_limit_key {{
+        default $binary_remote_addr;
+{exempt}    }}
+    limit_req_zone $tagwatch_limit_key zone=perclient:10m rate={rate};
+    limit_req_status 429;
+    limit_req_log_level info;
+"""
+    locations = f"""        location ~ ^/(predict|feedback)$ {{
+            limit_req zone=perclient burst={settings.rate_limit_burst} nodelay;
+            proxy_pass http://predictor;
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header Connection close;
+        }}
+"""
+    page = f"""        location = /_errors/429.json {{
+            internal;
+            root {runtime_dir};
+            default_type application/json;
+            etag off;
+            add_header Cache-Control no-store always;
+            add_header Retry-After {retry_after_seconds(settings.rate_limit_per_second)} always;
+        }}
+"""
+    return zone, locations, page
+
+
 def render_nginx_conf(
-    settings: PredictorSettings, runtime_dir: Path, upstream: Path, as_root: bool
+    settings: PredictorSettings,
+    runtime_dir: Path,
+    upstream: Path,
+    as_root: bool,
+    exempt_token: str | None = None,
 ) -> str:
-    """The whole nginx.conf: no include of the system's files, every path under runtime_dir."""
+    """The whole nginx.conf: no include of the system's files, every path under runtime_dir.
+    ``exempt_token``: the feedback token, whose requests the rate limit does not count (the
+    file is then private to its owner)."""
+    zone, limited, page_429 = _rate_limit(settings, runtime_dir, exempt_token)
     timeout = f"{settings.proxy_client_timeout_seconds:g}s"
     body_max = max_request_bytes(settings)
     pages = []
@@ -118,7 +199,7 @@ http {{
     proxy_connect_timeout 5s;
     proxy_read_timeout 60s;
     proxy_send_timeout 60s;
-    upstream predictor {{
+{zone}    upstream predictor {{
         server unix:{upstream};
     }}
     server {{
@@ -129,7 +210,7 @@ http {{
             proxy_set_header X-Forwarded-For $remote_addr;
             proxy_set_header Connection close;
         }}
-        # static files: an error page must work even for a request nginx could not parse
+{limited}        # static files: an error page must work even for a request nginx could not parse
 {error_pages}
         location ^~ /_errors/ {{
             internal;
@@ -138,7 +219,7 @@ http {{
             etag off;
             add_header Cache-Control no-store always;
         }}
-    }}
+{page_429}    }}
 }}
 """
 
@@ -158,7 +239,9 @@ def prepare_runtime_dir(path: Path) -> Path:
     return path
 
 
-def start_nginx(nginx: str, settings: PredictorSettings, runtime_dir: Path) -> Path:
+def start_nginx(
+    nginx: str, settings: PredictorSettings, runtime_dir: Path, exempt_token: str | None = None
+) -> Path:
     """Write nginx.conf, check it, start nginx; return the unix socket gunicorn must bind."""
     upstream = runtime_dir / "gunicorn.sock"
     errors = runtime_dir / "_errors"
@@ -167,7 +250,11 @@ def start_nginx(nginx: str, settings: PredictorSettings, runtime_dir: Path) -> P
         body = {"error": message, "status": WIRE_STATUS.get(status, status)}
         (errors / f"{status}.json").write_text(json.dumps(body) + "\n")
     conf = runtime_dir / "nginx.conf"
-    conf.write_text(render_nginx_conf(settings, runtime_dir, upstream, os.geteuid() == 0))
+    text = render_nginx_conf(settings, runtime_dir, upstream, os.geteuid() == 0, exempt_token)
+    # private from its creation: it may hold the feedback token
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
     argv = [nginx, "-p", str(runtime_dir), "-e", "stderr", "-c", str(conf)]
     check = subprocess.run([*argv, "-t", "-q"], capture_output=True, text=True, check=False)
     if check.returncode != 0:

@@ -5,6 +5,10 @@
 (gaps longer than ``--max-gap`` seconds are shortened, ``--rate`` caps the pace), and posts the
 question's real tags to ``/feedback`` ``--feedback-delay`` seconds later. Metrics, the drift job
 and the alerts then see the real drift of 2011 → 2020. It talks to the predictor over HTTP only.
+
+Every request carries the feedback token (``--feedback-token-file``, default
+``TAGWATCH_FEEDBACK_TOKEN_FILE``): ``/feedback`` needs it, and it exempts the replay, one client
+address sending faster than a person, from the predictor's per-client rate limit.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +30,7 @@ import pandas as pd
 import requests
 from tqdm import tqdm
 
+from exporter.signing import SecretError, read_secret
 from tagger.data import DataError, load_questions
 from tagger.settings import TagwatchSettings
 
@@ -32,9 +38,11 @@ log = logging.getLogger("exporter.replay")
 
 
 class ReplaySettings(TagwatchSettings):
-    """Where the predictor listens (``TAGWATCH_PREDICTOR_URL``)."""
+    """Where the predictor listens (``TAGWATCH_PREDICTOR_URL``) and the feedback token's file
+    (``TAGWATCH_FEEDBACK_TOKEN_FILE``)."""
 
     predictor_url: str = "http://127.0.0.1:8000"
+    feedback_token_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,7 @@ class ReplayConfig:
     wait_ready: float = 30.0
     seed: int = 0
     progress: bool = True
+    feedback_token: str | None = None  # sent as "Authorization: Bearer" with every request
 
 
 @dataclass
@@ -148,6 +157,8 @@ class Replayer:
         self.clock = clock
         self.sleep = sleep
         self.url = config.url.rstrip("/")
+        if config.feedback_token is not None:
+            self.session.headers["Authorization"] = f"Bearer {config.feedback_token}"
         self._consecutive_errors = 0
         self._error_logs = 0
 
@@ -328,6 +339,13 @@ def build_parser(settings: ReplaySettings) -> argparse.ArgumentParser:
         "--max-errors", type=int, default=50, help="abort after this many consecutive errors"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the feedback sampling")
+    p.add_argument(
+        "--feedback-token-file",
+        type=Path,
+        default=settings.feedback_token_file,
+        help="file holding the feedback token (default: TAGWATCH_FEEDBACK_TOKEN_FILE; none: "
+        "feedback works only with a predictor in TAGWATCH_FEEDBACK_AUTH=open mode)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -357,6 +375,11 @@ def main(argv: Sequence[str] | None = None, settings: ReplaySettings | None = No
     if questions.empty:
         print("error: no question matches --since/--until", file=sys.stderr)
         return 2
+    try:
+        token = read_secret(a.feedback_token_file, "--feedback-token-file")
+    except SecretError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     config = ReplayConfig(
         url=a.url,
         speed=a.speed,
@@ -368,6 +391,7 @@ def main(argv: Sequence[str] | None = None, settings: ReplaySettings | None = No
         wait_ready=a.wait_ready,
         seed=a.seed,
         progress=not a.quiet,
+        feedback_token=token,
     )
     replayer = Replayer(config)
     first, last = questions["created_at"].iloc[0], questions["created_at"].iloc[-1]

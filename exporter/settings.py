@@ -47,6 +47,21 @@ class PredictorSettings(TagwatchSettings):
     # (exporter/signing.py); both are read from files (secrets), never from the environment
     api_token_file: Path | None = None
     link_secret_file: Path | None = None
+    # POST /feedback needs "Authorization: Bearer <feedback token>" (token, the default);
+    # "open" accepts feedback without it: anyone who can reach the port then writes the
+    # retraining data (README "Security"). The source of each feedback is stored either way.
+    feedback_auth: Literal["token", "open"] = "token"
+    feedback_token_file: Path | None = None
+    # prediction ids carry an HMAC under this secret, shared by every replica: feedback for
+    # an id this stack never minted is refused (404) without a store lookup. Unset: ids
+    # without a tag, as before (a made-up recent id is kept pending for an hour)
+    id_secret_file: Path | None = None
+    # /predict and /feedback per client address, enforced by nginx (limit_req: 429 with
+    # Retry-After); requests with the feedback token are exempt; 0 = no limit. The default
+    # and why: README "Rate limits"
+    rate_limit_per_second: float = Field(default=20.0, ge=0)
+    # requests a client may send at once beyond its rate before it is refused
+    rate_limit_burst: int = Field(default=40, ge=0)
     multiproc_dir: Path | None = Field(
         default=None,
         validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "TAGWATCH_MULTIPROC_DIR"),

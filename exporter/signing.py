@@ -11,27 +11,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from pathlib import Path
 from urllib.parse import urlencode
 
-MIN_SECRET_CHARS = 16
-
-
-class SecretError(ValueError):
-    """A configured secret file that cannot be used."""
-
-
-def read_secret(path: Path | None, what: str) -> str | None:
-    """The secret in ``path`` (one line, surrounding whitespace dropped); None if not set."""
-    if path is None:
-        return None
-    try:
-        value = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise SecretError(f"{what}: cannot read {path} ({exc.strerror or exc})") from exc
-    if len(value) < MIN_SECRET_CHARS:
-        raise SecretError(f"{what}: {path} holds fewer than {MIN_SECRET_CHARS} characters")
-    return value
+# defined in tagger/secrets.py (the lifecycle guards its endpoints too, and sits below exporter/);
+# re-exported here for this package's callers
+from tagger.secrets import MIN_SECRET_CHARS as MIN_SECRET_CHARS
+from tagger.secrets import SecretError as SecretError
+from tagger.secrets import check_bearer as check_bearer
+from tagger.secrets import read_secret as read_secret
 
 
 def _message(prediction_id: str, expires: int) -> bytes:
@@ -64,10 +51,3 @@ def check_signature(
     if not hmac.compare_digest(sign(secret, prediction_id, expires_at).encode(), given):
         return "invalid signature"
     return None
-
-
-def check_bearer(token: str, authorization: str | None) -> bool:
-    if not authorization or not authorization.startswith("Bearer "):
-        return False
-    given = authorization.removeprefix("Bearer ").strip().encode("utf-8", "surrogatepass")
-    return hmac.compare_digest(given, token.encode())

@@ -13,7 +13,23 @@ keep serving), and once every new worker reports the new version, as many SIGTTO
 stops the oldest workers gracefully: each finishes its request).
 The listening socket never closes and there are always ``workers`` workers accepting, so no
 request fails and none waits for a worker to boot. A new model that does not load is refused:
-the pointer goes back, the new worker is stopped, the old model stays served.
+the new workers are stopped, the old model stays served.
+
+A bad version never takes serving down (docs/runbook.md#modelloadfailed):
+
+- at start, the wanted version (``models/LATEST``, which the sync points at the champion) is
+  preflighted too; when it does not load, the last good version is served instead: the previous
+  champions by the registry's promotion history, else the cached artefacts (newest first, never
+  a challenger the gate rejected). ``/readyz`` stays 200 with a warning naming the refused
+  version and why, the log says so, ``tagwatch_model_swaps_total{outcome="refused"}`` counts it
+  and ``tagwatch_model_refused_info`` stays 1 while it lasts (alert ModelLoadFailed);
+- a refused version is tried again when its model file changes (size, mtime or inode: a repair
+  or a new download) or when it is promoted again (its promotion stamp in the registry changes);
+  a re-promotion also checks the cached copy against the registry's and replaces it when it
+  differs (a damaged cache heals once by itself, right after the first refusal, the same way);
+- ``models/LATEST`` is only ever written by the sync, and only to the champion's name when it
+  differs: predictors sharing ``models/`` write the same thing once and never undo each other.
+  What a predictor actually serves is in its own status (``served``), never in the pointer.
 
 The supervisor tells the workers which version to load and ``/metrics`` what it did through
 ``supervisor.json`` in the prometheus multiprocess folder (served version, registry errors,
@@ -45,7 +61,12 @@ log = logging.getLogger("exporter.supervisor")
 
 STATUS_FILE = "supervisor.json"
 WORKERS_DIR = "workers"
-POINTER_FILE = "LATEST"  # tagger.artefact.LATEST_FILE (not imported: keeps pandas out of here)
+# tagger.artefact's names (not imported: keeps pandas out of here)
+POINTER_FILE = "LATEST"
+MODEL_FILE = "model.joblib"
+CARD_FILE = "model_card.json"
+# at most this many other versions are preflighted when the wanted one does not load at start
+MAX_FALLBACKS = 3
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
 
@@ -61,6 +82,26 @@ class SupervisorStatus:
     # the artefact version workers load (models/LATEST is what is wanted; this is what passed
     # the preflight): a worker (re)started at any time never loads a model that was refused
     served: str | None = None
+    # the registry version of the champion at the last sync (0: unknown, or not following)
+    champion_version: int = 0
+    # while the wanted version is refused: {"version", "reason", "kind", "since"} (/readyz)
+    refused: dict[str, Any] | None = None
+
+
+@dataclass
+class Refusal:
+    """A refused version and what it was refused as: tried again once ``key`` changes."""
+
+    version: str
+    key: tuple[str, str]  # (model file fingerprint, promotion stamp)
+    reason: str
+    kind: str
+    since: float
+    refreshed_stamp: str | None = None  # the promotion stamp its cached copy was checked at
+
+    def public(self) -> dict[str, Any]:
+        return {"version": self.version, "reason": self.reason, "kind": self.kind,
+                "since": self.since}  # fmt: skip
 
 
 def status_path(multiproc_dir: Path) -> Path:
@@ -147,10 +188,54 @@ def worker_reports(multiproc_dir: Path) -> dict[int, dict[str, Any]]:
 
 PREFLIGHT = """
 import sys
-from tagger.artefact import load_artefact
-artefact = load_artefact(sys.argv[1], sys.argv[2])
-artefact.model.analyse("How do I sort a list in python?", "")
+from tagger.artefact import ArtefactError, check_artefact
+try:
+    check_artefact(sys.argv[1], sys.argv[2])
+except ArtefactError as exc:
+    sys.exit(str(exc))
 """
+# why a version was refused, as a bounded label (tagwatch_model_refused_info{reason}); the
+# full message is in /readyz and the log
+REFUSAL_KINDS = ("missing", "unloadable", "cannot_score", "timeout", "workers")
+
+
+def refusal_kind(problem: str) -> str:
+    if "took more than" in problem:
+        return "timeout"
+    if "no such model file" in problem or "no model trained" in problem:
+        return "missing"
+    if "cannot score" in problem:
+        return "cannot_score"
+    return "unloadable"
+
+
+def model_fingerprint(models_dir: Path, version: str) -> str:
+    """Changes whenever the model file is rewritten (repaired, downloaded again, replaced)."""
+    try:
+        st = (Path(models_dir) / version / MODEL_FILE).stat()
+    except OSError:
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+
+def cached_candidates(models_dir: Path, exclude: str) -> list[str]:
+    """Cached artefacts that may serve in place of ``exclude``, newest model file first;
+    challengers the retrain gate did not promote are never candidates."""
+    found = []
+    for card_path in Path(models_dir).glob(f"*/{CARD_FILE}"):
+        folder = card_path.parent
+        if folder.name == exclude or folder.name.startswith("."):
+            continue
+        try:
+            card = json.loads(card_path.read_text())
+            mtime = (folder / MODEL_FILE).stat().st_mtime
+        except (OSError, ValueError):
+            continue
+        gate = card.get("gate") if isinstance(card, dict) else None
+        if isinstance(gate, dict) and gate.get("decision") != "promoted":
+            continue
+        found.append((mtime, folder.name))
+    return [name for _, name in sorted(found, reverse=True)]
 
 
 def preflight(models_dir: Path, version: str, timeout: float) -> str | None:
@@ -201,7 +286,8 @@ class Supervisor:
         self.child: subprocess.Popen[bytes] | None = None
         self.stopping = threading.Event()
         self.first_sync = threading.Event()
-        self._refused: str | None = None
+        self._refusal: Refusal | None = None
+        self._stamp = ""  # promotion stamp of the champion at the last sync
         self._registry_down = False
         self._lock = threading.Lock()
 
@@ -211,9 +297,10 @@ class Supervisor:
         if not self.follow:
             return
         try:
-            from lifecycle.registry import sync_champion  # imports mlflow: the supervisor only
+            # imports mlflow: the supervisor only
+            from lifecycle.registry import promotion_stamp, sync_champion
 
-            ref = sync_champion(self.settings, self.models_dir)
+            ref = sync_champion(self.settings, self.models_dir, refresh=self._refresh)
         except Exception as exc:  # RegistryError, or anything MLflow raises on a bad URI
             self.status.registry_errors += 1
             level = logging.DEBUG if self._registry_down else logging.WARNING
@@ -232,9 +319,31 @@ class Supervisor:
             self.status.last_sync_timestamp = time.time()
             if ref is None:
                 log.info("no %s@%s yet: serving the local model", *self._model_names())
+                self.status.champion_version = 0
+                self._stamp = ""
             else:
                 self.status.registry_versions[ref.artefact_version] = ref.version
+                self.status.champion_version = ref.version
+                self._stamp = promotion_stamp(ref)
         self._publish()
+
+    def _refresh(self, ref: Any) -> bool:
+        """Check the cached copy of a refused champion against the registry's: once after the
+        refusal (a damaged cache heals), then once per promotion again."""
+        from lifecycle.registry import promotion_stamp
+
+        refusal = self._refusal
+        if refusal is None or refusal.version != ref.artefact_version:
+            return False
+        stamp = promotion_stamp(ref)
+        if refusal.refreshed_stamp == stamp:
+            return False
+        refusal.refreshed_stamp = stamp
+        log.info(
+            "model %s refused: checking its cached copy against registry version %d",
+            ref.artefact_version, ref.version,
+        )  # fmt: skip
+        return True
 
     def _model_names(self) -> tuple[str, str]:
         return self.settings.registered_model, self.settings.champion_alias
@@ -290,15 +399,41 @@ class Supervisor:
             time.sleep(0.05)
         return list(fresh.values())
 
-    def _refuse(self, old: str | None, new: str, why: object) -> bool:
-        log.error("model %s refused (%s): keeping %s", new, why, old)
-        if old is not None:
-            write_pointer(self.models_dir, old)
-        self._refused = new
+    def _retry_key(self, version: str) -> tuple[str, str]:
+        return model_fingerprint(self.models_dir, version), self._stamp
+
+    def _refuse(self, old: str | None, new: str, why: object, kind: str | None = None) -> bool:
+        """Count and record ``new`` as refused; ``old`` stays served (models/LATEST is not
+        touched: it names what is wanted, see the module docstring)."""
+        reason = str(why)
+        log.error(
+            "model %s refused (%s): %s", new, reason,
+            f"serving {old}" if old else "no model to serve",
+        )  # fmt: skip
+        previous = self._refusal
+        self._refusal = Refusal(
+            version=new,
+            key=self._retry_key(new),
+            reason=reason,
+            kind=kind or refusal_kind(reason),
+            since=time.time(),
+            refreshed_stamp=previous.refreshed_stamp
+            if previous is not None and previous.version == new
+            else None,
+        )
+        self.status.refused = self._refusal.public()
         self.status.swaps["refused"] = self.status.swaps.get("refused", 0) + 1
         self.status.served = old
         self._publish()
         return False
+
+    def _clear_refusal(self) -> None:
+        if self._refusal is None:
+            return
+        log.info("model %s no longer wanted or served: its refusal is over", self._refusal.version)
+        self._refusal = None
+        self.status.refused = None
+        self._publish()
 
     def swap(self, old: str | None, new: str) -> bool:
         """Roll every worker onto ``new`` (already in models/LATEST); False if refused."""
@@ -309,6 +444,8 @@ class Supervisor:
             return self._refuse(old, new, problem)
         log.info("model %s -> %s: starting %d new workers", old, new, n)
         self.status.served = new  # what a worker starting from now on loads
+        self._refusal = None  # it loads: refused again only if its workers fail
+        self.status.refused = None
         self._publish()
         known = set(worker_reports(self.multiproc_dir))
         self._scale(signal.SIGTTIN, n)  # gunicorn boots them while the old workers keep serving
@@ -318,13 +455,14 @@ class Supervisor:
         bad = [r for r in fresh if r.get("model_version") != new]
         if len(fresh) < n or bad:
             why = bad[0].get("error") or bad[0] if bad else f"{len(fresh)} of {n} workers came up"
+            kind = refusal_kind(str(why)) if bad and bad[0].get("error") else "workers"
             self.status.served = old  # workers started from now on load ``old`` again
             self._publish()
             for report in fresh:  # gunicorn replaces each with a worker on ``old``
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(report["pid"]), signal.SIGTERM)
             self._scale(signal.SIGTTOU, n)  # back to ``workers`` workers
-            return self._refuse(old, new, why)
+            return self._refuse(old, new, why, kind)
         self._scale(signal.SIGTTOU, n)  # gunicorn stops the oldest workers gracefully
         self.status.swaps["done"] = self.status.swaps.get("done", 0) + 1
         self._publish()
@@ -332,16 +470,21 @@ class Supervisor:
         return True
 
     def check(self) -> None:
-        """One poll: sync, then swap if the pointer moved."""
+        """One poll: sync, then swap if the pointer names another version than the served one
+        (a refused version only once it changed since: file or promotion)."""
         self.sync()
         current = read_pointer(self.models_dir)
         served = self.status.served
-        if current is None or current == served or self.stopping.is_set():
+        if current is None or self.stopping.is_set():
             return
-        if current == self._refused:
-            if served is not None:
-                write_pointer(self.models_dir, served)  # still refused: keep the old model
+        if current == served:
+            self._clear_refusal()  # e.g. a rollback to the version served as the fallback
             return
+        refusal = self._refusal
+        if refusal is not None and refusal.version == current:
+            if refusal.key == self._retry_key(current):
+                return  # refused, and nothing changed since
+            log.info("model %s changed since it was refused: trying it again", current)
         if served is None:
             # nothing was loadable at start: workers serve 503 until a model exists; restart them
             problem = preflight(self.models_dir, current, self.settings.model_swap_timeout_seconds)
@@ -349,6 +492,8 @@ class Supervisor:
                 self._refuse(None, current, problem)
                 return
             self.status.served = current
+            self._refusal = None
+            self.status.refused = None
             self._publish()
             self._signal_child(signal.SIGHUP)
             log.info("model %s available: reloading the workers", current)
@@ -369,6 +514,50 @@ class Supervisor:
                 log.exception(
                     "model check failed; next try in %g s", self.settings.model_poll_seconds
                 )
+
+    # --- start -------------------------------------------------------------------------------
+    def _start_model(self) -> str | None:
+        """The version the workers start on: the wanted one if it loads, else the last good."""
+        wanted = read_pointer(self.models_dir)
+        if wanted is None:
+            return None
+        timeout = self.settings.model_swap_timeout_seconds
+        problem = preflight(self.models_dir, wanted, timeout)
+        if problem is None:
+            return wanted
+        t0 = time.monotonic()
+        for candidate in self._fallback_candidates(wanted):
+            other = preflight(self.models_dir, candidate, timeout)
+            if other is None:
+                self._refuse(candidate, wanted, problem)
+                log.error(
+                    "model %s does not load: serving %s, the last good version, after %.1f s "
+                    "(/readyz warns; promote a repaired version, or fix the file, to return)",
+                    wanted, candidate, time.monotonic() - t0,
+                )  # fmt: skip
+                return candidate
+            log.warning("fallback %s does not load either (%s)", candidate, other)
+        self._refuse(None, wanted, problem)
+        return None
+
+    def _fallback_candidates(self, refused: str) -> list[str]:
+        """Previous champions (registry order) first, then the other cached artefacts."""
+        out: list[str] = []
+        if self.follow:
+            try:
+                from lifecycle.registry import cached_previous_champions
+
+                refs = cached_previous_champions(
+                    self.settings, self.models_dir, refused, MAX_FALLBACKS
+                )
+            except Exception as exc:  # MLflow unreachable: the local cache only
+                log.warning("previous champions unknown (%s): trying the cached models", exc)
+            else:
+                for ref in refs:
+                    self.status.registry_versions[ref.artefact_version] = ref.version
+                    out.append(ref.artefact_version)
+        out += [v for v in cached_candidates(self.models_dir, refused) if v not in out]
+        return out[:MAX_FALLBACKS]
 
     # --- process -----------------------------------------------------------------------------
     def _forward(self, signum: int, frame: object) -> None:
@@ -396,7 +585,7 @@ class Supervisor:
                 )
         if self.stopping.is_set():
             return 0
-        self.status.served = read_pointer(self.models_dir) if self.swappable else None
+        self.status.served = self._start_model() if self.swappable else None
         self._publish()
         self.child = subprocess.Popen(self.argv, env=self.env)
         log.info(

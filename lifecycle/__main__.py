@@ -1,4 +1,5 @@
-"""``python -m lifecycle``: promote, list versions, retrain from feedback, run the service."""
+"""``python -m lifecycle``: promote, list versions, retrain from feedback, run the service,
+prune old versions' artefacts."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ COMMANDS = {
     "register": ("lifecycle.register", "register the model on disk (models/LATEST) in MLflow"),
     "retrain": ("lifecycle.retrain", "train a challenger from the store's feedback, gate it"),
     "serve": ("lifecycle.service", "scheduled retraining, Alertmanager webhook, /metrics"),
+    "prune": ("lifecycle.prune", "delete old versions' model files (keeps champion, previous, N)"),
 }
 
 

@@ -19,7 +19,11 @@ COLUMNS = ("created_at", "title", "body", "tags")
 
 
 class DatasetError(ValueError):
-    """Not enough labelled questions to train or to judge; the message says how many."""
+    """Not enough labelled questions to train or to judge; the message says how many.
+
+    Raised before anything is fitted: the retrain ends as "skipped" (not enough data), not as a
+    failure, and no model is trained only to be rejected.
+    """
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class RetrainData:
     classes: list[str]
     n_labelled: int
     n_original: int
+    window: pd.DataFrame  # every labelled question of the window (what the sanity checks read)
 
     def summary(self) -> dict[str, int]:
         return {
@@ -44,8 +49,9 @@ class RetrainData:
 
 
 def labelled_questions(labelled: pd.DataFrame) -> pd.DataFrame:
-    """Store rows (``store.labelled``) as training rows: feedback tags normalised, empty dropped."""
-    df = labelled.loc[:, list(COLUMNS)].copy()
+    """Store rows (``store.labelled``) as training rows: feedback tags normalised, empty dropped
+    (the feedback's ``source`` is kept when the store records it)."""
+    df = labelled.loc[:, [c for c in (*COLUMNS, "source") if c in labelled.columns]].copy()
     df["title"] = df["title"].fillna("").astype(str)
     df["body"] = df["body"].fillna("").astype(str)
     df["tags"] = [sorted(normalize_tags(t)) for t in df["tags"]]
@@ -67,6 +73,18 @@ def split_recent(
     return df.iloc[:-n], df.iloc[-n:]
 
 
+def learnable_tags(tag_lists: pd.Series, candidates: list[str]) -> list[str]:
+    """The candidates that some but not all questions carry (a one-vs-rest classifier needs
+    positive and negative examples of each tag); order kept."""
+    n = len(tag_lists)
+    counts = {t: 0 for t in candidates}
+    for tags in tag_lists:
+        for t in tags:
+            if t in counts:
+                counts[t] += 1
+    return [t for t in candidates if 0 < counts[t] < n]
+
+
 def build_dataset(
     labelled: pd.DataFrame,
     *,
@@ -76,11 +94,14 @@ def build_dataset(
     tuning_share: float,
     original: pd.DataFrame | None = None,
     min_train: int = 50,
+    min_holdout: int | None = None,
 ) -> RetrainData:
     """Hold out the latest slice, tune on the slice before it, train on the rest (+ original).
 
     The vocabulary is the K most frequent feedback tags of the window's training part, even when
-    the original data is added: new tags are what the old model lacks.
+    the original data is added: new tags are what the old model lacks. A tag that every
+    training question carries (or none) cannot be learnt and is left out; fewer than 2
+    learnable tags, or a hold-out under ``min_holdout`` (the gate's minimum), is not enough data.
     """
     window = labelled_questions(labelled)
     rest, holdout = split_recent(window, holdout_share, holdout_days)
@@ -90,12 +111,24 @@ def build_dataset(
             f"{len(window)} labelled questions: too few to train, tune and hold out "
             f"(train {len(train)}, tuning {len(tuning)}, hold-out {len(holdout)})"
         )
-    classes = top_k_tags(train["tags"].tolist(), k)
+    if min_holdout is not None and len(holdout) < min_holdout:
+        raise DatasetError(
+            f"{len(window)} labelled questions: the hold-out slice has {len(holdout)}, fewer "
+            f"than the gate's minimum of {min_holdout} (the gate would reject any challenger)"
+        )
     n_original = 0
     if original is not None and not original.empty:
         extra = original.loc[:, list(COLUMNS)]
         n_original = len(extra)
-        train = pd.concat([extra, train], ignore_index=True)
+        train = pd.concat([extra, train.loc[:, list(COLUMNS)]], ignore_index=True)
+    candidates = top_k_tags(train["tags"].iloc[n_original:].tolist(), k)
+    classes = learnable_tags(train["tags"], candidates)
+    if len(classes) < 2:
+        raise DatasetError(
+            f"{len(window)} labelled questions: {len(classes)} tag(s) with both positive and "
+            f"negative training examples (of {len(candidates)}: "
+            f"{', '.join(candidates[:5]) or 'none'}); at least 2 are needed to learn anything"
+        )
     return RetrainData(
         train=train.reset_index(drop=True),
         tuning=tuning.reset_index(drop=True),
@@ -103,4 +136,5 @@ def build_dataset(
         classes=classes,
         n_labelled=len(window),
         n_original=n_original,
+        window=window,
     )

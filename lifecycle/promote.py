@@ -6,6 +6,11 @@ promotion of an older version. Who did it (``--actor``, default: the OS user) an
 (:meth:`lifecycle.registry.Registry.promote`). The predictors follow within their poll interval
 (``TAGWATCH_MODEL_POLL_SECONDS``), without a restart. Bad input changes nothing and gets one
 line naming the field: exit 2 for bad input, 1 when MLflow cannot be reached.
+
+Before the alias moves, the version's artefact is downloaded as a predictor would and loaded,
+and it scores a question (:meth:`lifecycle.registry.Registry.check`): a broken one changes
+nothing and exits 3, saying why. Promoting the current champion again (after repairing its
+artefact) re-stamps it: predictors that refused it try it again (exporter/supervisor.py).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from tagger.settings import TagwatchSettings
 
 EXIT_BAD_INPUT = 2
 EXIT_UNREACHABLE = 1
+EXIT_BROKEN = 3  # the version's artefact does not load or cannot score a question
 
 
 def _version_number(text: str) -> int:
@@ -52,6 +58,7 @@ def _error(message: str) -> None:
 def run(args: argparse.Namespace, settings: TagwatchSettings) -> int:
     """Move the champion alias to ``args.version``; nothing changes on any error."""
     from lifecycle.registry import Registry, RegistryError, default_actor
+    from tagger.artefact import ArtefactError
 
     reason = (args.reason or "").strip()
     if not reason:
@@ -69,17 +76,25 @@ def run(args: argparse.Namespace, settings: TagwatchSettings) -> int:
                 f"(registered: {known})"
             )
             return EXIT_BAD_INPUT
-        current = registry.champion()
-        if current is not None and current.version == target.version:
-            print(
-                f"{settings.registered_model}@{settings.champion_alias} is already version "
-                f"{target.version}: nothing changed"
+        try:
+            registry.check(target)
+        except ArtefactError as exc:
+            _error(
+                f"--version: version {target.version} ({target.artefact_version}) does not "
+                f"load: {exc}; the alias did not move"
             )
-            return 0
+            return EXIT_BROKEN
         previous = registry.promote(target.version, reason=reason, actor=actor)
     except RegistryError as exc:
         _error(f"MLflow ({settings.mlflow_tracking_uri}): {exc}; nothing changed")
         return EXIT_UNREACHABLE
+    if previous is not None and previous.version == target.version:
+        print(
+            f"{settings.registered_model}@{settings.champion_alias} is already version "
+            f"{target.version}: promoted again by {actor} ({reason}); predictors that refused "
+            "it try it again"
+        )
+        return 0
     kind = "rollback" if previous and target.version < previous.version else "promotion"
     print(
         f"{settings.registered_model}@{settings.champion_alias}: version "

@@ -14,11 +14,13 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tagger.artefact import MODEL_FILE, read_pointer, write_pointer
+from tagger.artefact import MODEL_FILE, check_artefact, read_pointer, write_pointer
+from tagger.data import sha256_of
 from tagger.settings import TagwatchSettings
 from tagger.tracking import ARTEFACT_KEY, MODEL_NAME_IN_RUN, configure_mlflow
 
@@ -159,6 +161,8 @@ class Registry:
         self, target: ModelRef, previous: ModelRef | None, actor: str, reason: str
     ) -> None:
         kind = "rollback" if previous and target.version < previous.version else "promotion"
+        if previous is not None and previous.version == target.version:
+            kind = "promotion again"  # predictors that refused it retry (exporter/supervisor.py)
         run = self._call(
             "logging the promotion",
             self.client.create_run,
@@ -178,36 +182,66 @@ class Registry:
         self.client.log_param(rid, "artefact_version", target.artefact_version)
         self.client.set_terminated(rid)
 
-    def fetch(self, ref: ModelRef, models_dir: Path) -> Path:
-        """The local artefact folder of ``ref`` (downloaded once; atomic rename into place)."""
+    def previous_champions(self) -> list[ModelRef]:
+        """Versions that were champion once, the most recently promoted first: where a predictor
+        falls back when the champion does not load (challengers never promoted are not here)."""
+        promoted = [r for r in self.versions() if r.tags.get("promoted_at")]
+        return sorted(promoted, key=lambda r: (r.tags["promoted_at"], r.version), reverse=True)
+
+    def fetch(self, ref: ModelRef, models_dir: Path, refresh: bool = False) -> Path:
+        """The local artefact folder of ``ref`` (downloaded once; atomic rename into place).
+
+        ``refresh``: download it again and replace a cached copy that differs from the
+        registry's (a cached copy that does not load may be a damaged copy of a good version).
+        """
         models_dir = Path(models_dir)
         out = models_dir / ref.artefact_version
-        if (out / MODEL_FILE).is_file():
+        if (out / MODEL_FILE).is_file() and not refresh:
             return out
-        import mlflow.artifacts
-
         models_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=models_dir, prefix=".fetch-") as tmp:
-            uri = f"runs:/{ref.run_id}/{MODEL_NAME_IN_RUN}/artifacts/{ARTEFACT_KEY}"
-            try:
-                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
-            except Exception:
-                # logged models of MLflow 3 live under the model id, reachable by models:/ URI
-                try:
-                    root = mlflow.artifacts.download_artifacts(
-                        artifact_uri=f"models:/{self.name}/{ref.version}", dst_path=tmp
-                    )
-                except Exception as exc:
-                    raise RegistryError(
-                        f"downloading version {ref.version}: {_short(exc)}"
-                    ) from exc
-                local = _find_artefact(Path(root))
-            if not (local / MODEL_FILE).is_file():
-                local = _find_artefact(local)
-            if out.exists():  # a partial folder from an interrupted copy
+            local = self._download(ref, Path(tmp))
+            if (out / MODEL_FILE).is_file():
+                if sha256_of(out / MODEL_FILE) == sha256_of(local / MODEL_FILE):
+                    return out
+                log.warning(
+                    "%s differs from version %d in the registry: replaced", out, ref.version
+                )
+                os.replace(out, Path(tmp) / "replaced")  # removed with the temporary folder
+            elif out.exists():  # a partial folder from an interrupted copy
                 shutil.rmtree(out)
             os.replace(local, out)
         return out
+
+    def _download(self, ref: ModelRef, into: Path) -> Path:
+        """The artefact folder of ``ref`` downloaded under ``into``."""
+        import mlflow.artifacts
+
+        uri = f"runs:/{ref.run_id}/{MODEL_NAME_IN_RUN}/artifacts/{ARTEFACT_KEY}"
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into)))
+        except Exception:
+            # logged models of MLflow 3 live under the model id, reachable by models:/ URI
+            try:
+                root = mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{self.name}/{ref.version}", dst_path=str(into)
+                )
+            except Exception as exc:
+                raise RegistryError(f"downloading version {ref.version}: {_short(exc)}") from exc
+            local = _find_artefact(Path(root))
+        if not (local / MODEL_FILE).is_file():
+            local = _find_artefact(local)
+        return local
+
+    def check(self, ref: ModelRef) -> None:
+        """Download ``ref`` as a predictor would and load it and score a question.
+
+        Raises :class:`tagger.artefact.ArtefactError` (it does not load: the message says why)
+        or :class:`RegistryError` (it cannot be downloaded).
+        """
+        with tempfile.TemporaryDirectory(prefix="tagwatch-check-") as tmp:
+            local = self._download(ref, Path(tmp))
+            check_artefact(local.parent, local.name)
 
 
 def _find_artefact(root: Path) -> Path:
@@ -221,19 +255,52 @@ def _short(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def sync_champion(settings: TagwatchSettings, models_dir: Path) -> ModelRef | None:
+def promotion_stamp(ref: ModelRef) -> str:
+    """Changes each time ``ref`` is promoted, again or not: a predictor that refused it tries
+    it again then."""
+    return f"{ref.version}@{ref.tags.get('promoted_at', '')}"
+
+
+def sync_champion(
+    settings: TagwatchSettings, models_dir: Path, refresh: Callable[[ModelRef], bool] | None = None
+) -> ModelRef | None:
     """Make ``models_dir/LATEST`` name the registry's champion (fetched if needed).
 
     Returns the champion, or None when no version is champion yet (the pointer is left as it
     is). Raises :class:`RegistryError` when MLflow cannot be reached: callers keep serving
-    the cached champion.
+    the cached champion. ``refresh(champion)`` true: its cached copy is checked against the
+    registry's (:meth:`Registry.fetch`).
+
+    The pointer is written only when it differs from the champion, never to anything else:
+    predictors sharing ``models_dir`` all write the same name, once (a predictor that refuses
+    the champion says so in its own status, not in the shared pointer).
     """
     registry = Registry(settings)
     ref = registry.champion()
     if ref is None:
         return None
-    registry.fetch(ref, models_dir)
+    registry.fetch(ref, models_dir, refresh=refresh is not None and refresh(ref))
     if read_pointer(models_dir) != ref.artefact_version:
         write_pointer(models_dir, ref.artefact_version)
         log.info("champion is version %d (%s)", ref.version, ref.artefact_version)
     return ref
+
+
+def cached_previous_champions(
+    settings: TagwatchSettings, models_dir: Path, exclude: str, limit: int = 3
+) -> list[ModelRef]:
+    """Up to ``limit`` versions that were champion before (newest promotion first, not the
+    artefact ``exclude``), each in the local cache (fetched if needed; one that cannot be
+    fetched is skipped): the fallbacks of a predictor whose champion does not load."""
+    registry = Registry(settings)
+    out: list[ModelRef] = []
+    for ref in registry.previous_champions():
+        if ref.artefact_version == exclude or len(out) >= limit:
+            continue
+        try:
+            registry.fetch(ref, models_dir)
+        except RegistryError as exc:
+            log.warning("previous champion %d not fetched: %s", ref.version, exc)
+            continue
+        out.append(ref)
+    return out

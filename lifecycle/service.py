@@ -4,28 +4,41 @@ Retrains on a cron schedule (weekly by default) and when Alertmanager reports on
 watched alerts (DataDriftDetected, JaccardLow) firing — debounced, one retrain at a time, and
 only when enough questions were labelled since the last retrain. The webhook answers at once;
 the retrain runs in a background thread and its outcome is in /healthz, the metrics and MLflow.
+
+Guarded: ``POST /retrain`` and ``POST /webhook`` need ``Authorization: Bearer <token>`` (the
+token in ``TAGWATCH_LIFECYCLE_TOKEN_FILE``; Alertmanager's lifecycle receiver sends it); without
+a token file the service does not start, unless ``TAGWATCH_LIFECYCLE_AUTH=open``. Whatever
+starts a retrain (webhook, POST /retrain, cron, CLI), at most one runs at a time across
+processes and at most one per ``TAGWATCH_RETRAIN_MIN_INTERVAL_MINUTES`` (lifecycle/lock.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from werkzeug.exceptions import HTTPException
 
+from lifecycle.lock import LastRetrain, last_retrain, throttle_reason, throttle_wait
 from lifecycle.metrics import LifecycleMetrics
 from lifecycle.settings import LifecycleSettings
-from store import open_store
+from store import PredictionStore, StoreError, open_store
+from tagger.secrets import SecretError, check_bearer, read_secret
 
 log = logging.getLogger("lifecycle.service")
 
 MAX_WEBHOOK_BYTES = 1 << 20
+GUARDED_PATHS = ("/retrain", "/webhook")
 
 
 class WebhookError(ValueError):
@@ -55,36 +68,24 @@ def firing_alerts(payload: Any) -> list[str]:
 
 
 class LifecycleService:
-    """One retrain at a time, whatever started it; remembers when the last one started."""
+    """One retrain at a time in this process (and across processes: lifecycle/lock.py)."""
 
-    def __init__(self, settings: LifecycleSettings, metrics: LifecycleMetrics) -> None:
+    def __init__(
+        self, settings: LifecycleSettings, metrics: LifecycleMetrics, token: str | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.token = token  # None: the explicit open mode (TAGWATCH_LIFECYCLE_AUTH=open)
         self._lock = threading.Lock()
         self._state_lock = threading.Lock()
-        self.last_started: float = 0.0
+        self._store: PredictionStore | None = None
         self.last: dict[str, Any] = {"outcome": None, "finished_at": None, "line": None}
         self.thread: threading.Thread | None = None
 
-    def load_last_started(self) -> None:
-        """When the last retrain ran (MLflow), so a restart does not forget the debounce."""
-        try:
-            from mlflow import MlflowClient
-
-            from tagger.tracking import configure_mlflow
-
-            exp = configure_mlflow(self.settings)
-            runs = MlflowClient().search_runs(
-                [exp],
-                "tags.kind = 'retrain'",
-                order_by=["attributes.start_time DESC"],
-                max_results=1,
-            )
-        except Exception as exc:
-            log.warning("MLflow unreachable, last retrain time unknown: %s", exc)
-            return
-        if runs:
-            self.last_started = runs[0].info.start_time / 1000.0
+    def last_retrain(self) -> LastRetrain | None:
+        """The last retrain that counted, whichever process ran it: a retrain skipped for too
+        little data, or refused (busy, throttled), does not reset the debounce."""
+        return last_retrain(self.settings)
 
     def refresh_champion(self) -> None:
         """Champion version and age gauges (0 when none or MLflow is unreachable)."""
@@ -98,18 +99,37 @@ class LifecycleService:
         self.metrics.champion_version.set(ref.version if ref else 0)
         self.metrics.champion_created.set(ref.created_at if ref else 0)
 
-    def new_labelled(self) -> int:
-        store = open_store(self.settings.store_url)
-        try:
-            return len(store.labelled(self.last_started, time.time() + 1))
-        finally:
-            store.close()
+    def new_labelled(self, since: float) -> int:
+        """Questions served since ``since`` with feedback: one COUNT on a store kept open."""
+        with self._state_lock:
+            if self._store is None:
+                self._store = open_store(self.settings.store_url, readonly=True)
+            store = self._store
+        return store.count_labelled(since, time.time() + 1)
+
+    def running(self) -> bool:
+        """A retrain started by this process runs now."""
+        return self._lock.locked()
+
+    def close(self) -> None:
+        with self._state_lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+    def throttle(self, last: LastRetrain | None, now: float) -> tuple[float, str]:
+        """(seconds to wait, why) before a retrain may start; (0, "") when it may now."""
+        minutes = self.settings.retrain_min_interval_minutes
+        wait = throttle_wait(last, minutes, now)
+        if wait <= 0 or last is None:
+            return 0.0, ""
+        return wait, throttle_reason(last, minutes, now)
 
     def _run(self, source: str) -> None:
         from lifecycle.retrain import retrain
 
         try:
-            out = retrain(self.settings, metrics=self.metrics)
+            out = retrain(self.settings, metrics=self.metrics, source=source)
             with self._state_lock:
                 self.last = {
                     "outcome": out.outcome,
@@ -122,10 +142,10 @@ class LifecycleService:
             self._lock.release()
 
     def start_retrain(self, source: str, background: bool = True) -> bool:
-        """Start a retrain unless one is running; False when busy."""
+        """Start a retrain unless one is running here; False when busy. Another process's
+        retrain or the interval may still refuse it: /healthz's ``last`` says so."""
         if not self._lock.acquire(blocking=False):
             return False
-        self.last_started = time.time()
         log.info("retrain started (%s)", source)
         if background:
             self.thread = threading.Thread(
@@ -140,34 +160,54 @@ class LifecycleService:
         """The webhook's decision: (HTTP status, JSON body)."""
         watched = sorted(set(names) & set(self.settings.webhook_alerts))
         if not watched:
-            self.metrics.webhook.labels("ignored").inc()
-            return 200, {"action": "ignored", "reason": "no watched alert firing"}
-        since = time.time() - self.last_started
+            return self._webhook("ignored", 200, reason="no watched alert firing")
+        now = time.time()
+        last = self.last_retrain()
+        since = now - last.started_at if last else math.inf
         if since < self.settings.webhook_debounce_seconds:
-            self.metrics.webhook.labels("debounced").inc()
             wait = self.settings.webhook_debounce_seconds - since
-            return 200, {
-                "action": "debounced",
-                "alerts": watched,
-                "reason": f"last retrain started {since:.0f} s ago; next allowed in {wait:.0f} s",
-            }
-        if self._lock.locked():
-            self.metrics.webhook.labels("busy").inc()
-            return 200, {"action": "busy", "alerts": watched, "reason": "a retrain is running"}
-        n = self.new_labelled()
-        if n < self.settings.webhook_min_new_labelled:
-            self.metrics.webhook.labels("not_enough_data").inc()
-            return 200, {
-                "action": "not_enough_data",
-                "alerts": watched,
-                "reason": f"{n} questions labelled since the last retrain, fewer than "
-                f"{self.settings.webhook_min_new_labelled}",
-            }
+            return self._webhook(
+                "debounced",
+                200,
+                watched,
+                f"last retrain started {since:.0f} s ago; next allowed in {wait:.0f} s",
+            )
+        if self.running():
+            return self._webhook("busy", 200, watched, "a retrain is running")
+        wait, why = self.throttle(last, now)
+        if wait > 0:
+            return self._webhook("throttled", 200, watched, why)
+        try:
+            n = self.new_labelled(last.started_at if last else 0.0)
+        except StoreError as exc:
+            return self._webhook("not_enough_data", 200, watched, f"store unreadable: {exc}")
+        minimum = self.settings.webhook_min_new_labelled
+        if n < minimum:
+            return self._webhook(
+                "not_enough_data",
+                200,
+                watched,
+                f"{n} questions labelled since the last retrain, fewer than {minimum}",
+            )
         if not self.start_retrain("webhook " + ",".join(watched)):
-            self.metrics.webhook.labels("busy").inc()
-            return 200, {"action": "busy", "alerts": watched, "reason": "a retrain is running"}
+            return self._webhook("busy", 200, watched, "a retrain is running")
         self.metrics.webhook.labels("triggered").inc()
         return 202, {"action": "triggered", "alerts": watched, "new_labelled": n}
+
+    def _webhook(
+        self, action: str, status: int, alerts: list[str] | None = None, reason: str = ""
+    ) -> tuple[int, dict[str, Any]]:
+        self.metrics.webhook.labels(action).inc()
+        body: dict[str, Any] = {"action": action, "reason": reason}
+        if alerts is not None:
+            body["alerts"] = alerts
+        return status, body
+
+
+def _json_error(status: int, message: str, **headers: str) -> tuple[Response, int]:
+    response = jsonify({"error": message, "status": status})
+    response.headers.update(headers)
+    return response, status
 
 
 def create_app(service: LifecycleService, registry: CollectorRegistry) -> Flask:
@@ -176,30 +216,46 @@ def create_app(service: LifecycleService, registry: CollectorRegistry) -> Flask:
 
     def error(status: int, message: str) -> tuple[Response, int]:
         service.metrics.webhook.labels("invalid").inc()
-        return jsonify({"error": message, "status": status}), status
+        return _json_error(status, message)
+
+    app.before_request(lambda: _guard(service))
+    _json_errors(app, error)
 
     @app.post("/webhook")
     def webhook() -> Any:
         if not request.is_json:
             return error(415, "Content-Type must be application/json")
-        payload = request.get_json(silent=True)
-        if payload is None:
-            return error(400, "body is not valid JSON")
+        try:
+            # RecursionError: nested deeper than the parser's stack (100k brackets)
+            payload = json.loads(request.get_data(cache=False))
+        except (ValueError, RecursionError):
+            return error(400, "body is not valid JSON (or nested too deeply)")
         try:
             names = firing_alerts(payload)
         except WebhookError as exc:
             return error(400, str(exc))
         status, body = service.on_alerts(names)
-        log.info("webhook %s: %s", body["action"], body.get("reason", body.get("alerts")))
+        log.info("webhook %s: %s", body["action"], body.get("reason") or body.get("alerts"))
         return jsonify(body), status
 
     @app.post("/retrain")
     def retrain_now() -> Any:
         """An operator's "retrain now" (``make demo`` ends with one): no debounce, no minimum of
-        new labels (the gate still decides); its outcome lands in the service's metrics, which
-        the weekly summary reads, unlike a separate ``python -m lifecycle retrain``."""
-        if not service.start_retrain("manual"):
+        new labels (the gate still decides), but at most one per the minimum interval; its
+        outcome lands in the service's metrics, which the weekly summary reads."""
+        if service.running():
+            service.metrics.retrain_requests.labels("busy").inc()
             return jsonify({"action": "busy", "reason": "a retrain is running"}), 409
+        wait, why = service.throttle(service.last_retrain(), time.time())
+        if wait > 0:
+            service.metrics.retrain_requests.labels("throttled").inc()
+            response = jsonify({"action": "throttled", "reason": why})
+            response.headers["Retry-After"] = str(math.ceil(wait))
+            return response, 429
+        if not service.start_retrain("manual"):
+            service.metrics.retrain_requests.labels("busy").inc()
+            return jsonify({"action": "busy", "reason": "a retrain is running"}), 409
+        service.metrics.retrain_requests.labels("started").inc()
         return jsonify({"action": "started", "status_url": "/healthz"}), 202
 
     @app.get("/metrics")
@@ -208,29 +264,78 @@ def create_app(service: LifecycleService, registry: CollectorRegistry) -> Flask:
 
     @app.get("/healthz")
     def healthz() -> Any:
+        last = service.last_retrain()
         return jsonify(
             {
                 "status": "ok",
+                "auth": "token" if service.token else "open",
                 "cron": service.settings.retrain_cron,
-                "retrain_running": service._lock.locked(),
-                "last_started": service.last_started or None,
+                "min_interval_minutes": service.settings.retrain_min_interval_minutes,
+                "retrain_running": service.running(),
+                "last_started": last.started_at if last else None,
+                "last_started_by": last.source if last else None,
                 "last": service.last,
             }
         )
 
-    @app.errorhandler(404)
-    def not_found(exc: Exception) -> Any:
-        return jsonify({"error": "not found", "status": 404}), 404
+    return app
 
-    @app.errorhandler(405)
-    def not_allowed(exc: Exception) -> Any:
-        return jsonify({"error": "method not allowed", "status": 405}), 405
+
+def _guard(service: LifecycleService) -> Any:
+    """POST /retrain and /webhook need the bearer token (unless the service is open)."""
+    if request.method != "POST" or request.path not in GUARDED_PATHS or service.token is None:
+        return None
+    if check_bearer(service.token, request.headers.get("Authorization")):
+        return None
+    if request.path == "/webhook":
+        service.metrics.webhook.labels("unauthorized").inc()
+    else:
+        service.metrics.retrain_requests.labels("unauthorized").inc()
+    return _json_error(
+        401,
+        f"POST {request.path} needs Authorization: Bearer <the token in "
+        "TAGWATCH_LIFECYCLE_TOKEN_FILE>",
+        **{"WWW-Authenticate": 'Bearer realm="tagwatch-lifecycle"'},
+    )
+
+
+def _json_errors(app: Flask, invalid: Callable[[int, str], tuple[Response, int]]) -> None:
+    """Every error is JSON: too large (counted invalid), any HTTP error, anything unexpected."""
 
     @app.errorhandler(413)
     def too_large(exc: Exception) -> Any:
-        return error(413, f"body larger than {MAX_WEBHOOK_BYTES} bytes")
+        return invalid(413, f"body larger than {MAX_WEBHOOK_BYTES} bytes")
 
-    return app
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        status = exc.code or 500
+        names = {404: "not found", 405: "method not allowed"}
+        return _json_error(status, names.get(status, exc.description or exc.name))
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Any:
+        log.exception("%s %s failed", request.method, request.path)
+        return _json_error(500, f"internal error ({type(exc).__name__}); see the service's log")
+
+
+def service_token(settings: LifecycleSettings) -> str | None:
+    """The bearer token the service requires; None only in the explicit open mode.
+
+    Raises :class:`SecretError` naming the setting when the token is missing or unusable.
+    """
+    if settings.lifecycle_auth == "open":
+        if settings.lifecycle_token_file is not None:
+            log.warning("TAGWATCH_LIFECYCLE_AUTH=open: TAGWATCH_LIFECYCLE_TOKEN_FILE is ignored")
+        log.warning("TAGWATCH_LIFECYCLE_AUTH=open: anyone who reaches this port can start retrains")
+        return None
+    token = read_secret(settings.lifecycle_token_file, "TAGWATCH_LIFECYCLE_TOKEN_FILE")
+    if token is None:
+        raise SecretError(
+            "TAGWATCH_LIFECYCLE_TOKEN_FILE is not set: POST /retrain and /webhook need a bearer "
+            "token; name a file holding one (scripts/make-secrets.sh makes it), or set "
+            "TAGWATCH_LIFECYCLE_AUTH=open to let anyone who reaches the port start retrains"
+        )
+    return token
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -249,8 +354,13 @@ def run(args: argparse.Namespace, settings: LifecycleSettings) -> int:
             "TAGWATCH_RETRAIN_CRON %r is not a cron expression: %s", settings.retrain_cron, exc
         )
         return 2
+    try:
+        token = service_token(settings)
+    except SecretError as exc:
+        log.error("%s", exc)
+        return 2
     registry = CollectorRegistry()
-    service = _new_service(settings, registry)
+    service = _new_service(settings, registry, token)
     try:
         server = make_server(
             settings.host, settings.port, create_app(service, registry), threaded=True
@@ -258,7 +368,6 @@ def run(args: argparse.Namespace, settings: LifecycleSettings) -> int:
     except (OSError, SystemExit) as exc:
         log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
         return 2
-    service.load_last_started()
     service.refresh_champion()
     scheduler = _start_scheduler(service, trigger)
     if args.run_on_start:
@@ -274,15 +383,18 @@ def run(args: argparse.Namespace, settings: LifecycleSettings) -> int:
         server.serve_forever()
     finally:
         scheduler.shutdown(wait=False)
+        service.close()
         log.info("lifecycle service stopped")
     return 0
 
 
-def _new_service(settings: LifecycleSettings, registry: CollectorRegistry) -> LifecycleService:
+def _new_service(
+    settings: LifecycleSettings, registry: CollectorRegistry, token: str | None
+) -> LifecycleService:
     """The service with its metrics (process ones included) in the registry /metrics shows."""
     metrics = LifecycleMetrics(registry, process=True)
     metrics.recovery_min.set(settings.concept_drift_min_recovery)
-    return LifecycleService(settings, metrics)
+    return LifecycleService(settings, metrics, token)
 
 
 def _start_scheduler(service: LifecycleService, trigger: Any) -> Any:

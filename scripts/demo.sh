@@ -39,15 +39,17 @@ next_minute() {  # wait for the start of the next wall-clock minute (a new 1-min
 }
 
 echo
+# the replay sends the feedback token make up wrote: /feedback needs it, and it exempts the
+# replay (one address, $RATE requests a second) from the predictor's per-address rate limit
 echo "== 1/3 replay: late 2011, the model's own period, alone in its 1-minute bin (expect green) =="
 next_minute
 python -m exporter.replay --since 2011-10-01 --until 2012-01-01 --limit "${DEMO_EARLY:-300}" \
-  --speed 86400 --max-gap 0.5 --rate "$RATE" --feedback-delay 2
+  --speed 86400 --max-gap 0.5 --rate "$RATE" --feedback-delay 2 --feedback-token-file "$TAGWATCH_FEEDBACK_TOKEN_FILE"
 next_minute
 echo
 echo "== 2/3 replay: 2019-2020 (expect data drift, concept drift, lower quality) =="
 python -m exporter.replay --since 2019-01-01 --every "${DEMO_EVERY:-4}" \
-  --speed 86400 --max-gap 0.5 --rate "$RATE" --feedback-delay 2
+  --speed 86400 --max-gap 0.5 --rate "$RATE" --feedback-delay 2 --feedback-token-file "$TAGWATCH_FEEDBACK_TOKEN_FILE"
 
 echo
 echo "== 3/3 waiting up to ${TIMEOUT}s for the drift and quality alert emails in $STACK_VAR/mail =="
@@ -60,6 +62,8 @@ mail_dir, timeout, skip = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]
 wanted = {
     "drift": ("DataDriftDetected",),
     "quality": ("JaccardLow", "TagCoverageLow", "ConceptDriftSuspected", "InputOOVRatioHigh"),
+    # the words and new tags behind them (posted by the drift process: drift/notify.py)
+    "what changed": ("DriftExplained",),
 }
 deadline = time.monotonic() + timeout
 while True:
@@ -69,9 +73,15 @@ while True:
     if all(found.values()) or time.monotonic() > deadline:
         break
     time.sleep(5)
+named = []
 for f in files:
     msg = message_from_bytes(f.read_bytes(), policy=policy.default)
     print(f"  {f.name}: {msg['Subject']}")
+    body = msg.get_body(preferencelist=("plain",))
+    named += [line for line in (body.get_content() if body else "").splitlines()
+              if line.startswith("What changed: The questions changed")]
+if named:
+    print(f"what the drift emails name:\n  {named[-1].removeprefix('What changed: ')}")
 missing = [k for k, ok in found.items() if not ok]
 if missing:
     print(f"no {' and '.join(missing)} alert email after {timeout:.0f} s: see the logs", file=sys.stderr)
@@ -103,7 +113,9 @@ PY
 then
   # through the lifecycle service (POST /retrain), so that its metrics, Prometheus and the weekly
   # summary below see the retrain like one fired by the webhook
-  curl -fsS -XPOST "http://127.0.0.1:${STACK_PORT_LIFECYCLE:-8003}/retrain" && echo
+  # with the lifecycle's bearer token (from a file: printf is a builtin, the token stays out of ps)
+  curl -fsS -XPOST -H @<(printf 'Authorization: Bearer %s\n' "$(cat "${TAGWATCH_LIFECYCLE_TOKEN_FILE:-$STACK_VAR/secrets/lifecycle_token}")") \
+    "http://127.0.0.1:${STACK_PORT_LIFECYCLE:-8003}/retrain" && echo
   python - "http://127.0.0.1:${STACK_PORT_LIFECYCLE:-8003}" 300 <<'PY' || echo "the retrain did not finish: see $STACK_VAR/log/stack.log"
 import json, sys, time, urllib.request
 url, deadline = sys.argv[1], time.monotonic() + float(sys.argv[2])

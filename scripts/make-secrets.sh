@@ -6,7 +6,8 @@ dir="${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/secrets}"
 mkdir -p "$dir"
 umask 077
 random() { python3 -c 'import secrets; print(secrets.token_urlsafe(32))'; }
-for name in api_token link_secret grafana_admin_password smtp_password postgres_password; do
+for name in api_token link_secret grafana_admin_password smtp_password postgres_password \
+  feedback_token lifecycle_token id_secret; do
   [ -s "$dir/$name" ] || { random > "$dir/$name"; echo "wrote $dir/$name"; }
 done
 # mailpit's UI login: user "tagwatch", the password in mailpit_ui_password, an htpasswd {SHA} line
@@ -24,4 +25,5 @@ fi
 # compose mounts secret files into containers running as uid 10001 (tagwatch) or the images'
 # own users: readable by them, still out of git (.gitignore) and of the environment
 chmod 0644 "$dir"/api_token "$dir"/link_secret "$dir"/grafana_admin_password "$dir"/smtp_password \
-  "$dir"/mailpit_ui_auth "$dir"/postgres_password
+  "$dir"/mailpit_ui_auth "$dir"/postgres_password "$dir"/feedback_token "$dir"/lifecycle_token \
+  "$dir"/id_secret

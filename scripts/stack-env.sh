@@ -29,6 +29,12 @@ fi  # the fleet's PostgreSQL URL needs its port: below
 export TAGWATCH_MLFLOW_TRACKING_URI="${TAGWATCH_MLFLOW_TRACKING_URI:-sqlite:///$STACK_VAR/mlflow/mlflow.db}"
 export TAGWATCH_MLFLOW_ARTIFACTS_DIR="${TAGWATCH_MLFLOW_ARTIFACTS_DIR:-$STACK_VAR/mlflow/artifacts}"
 export TAGWATCH_STATE_DIR="${TAGWATCH_STATE_DIR:-$STACK_VAR/drift}"
+# Secrets (files written by scripts/make-secrets.sh at `make up`; a caller's own files win):
+# POST /feedback's bearer token (the demo's replay sends it), the lifecycle's (POST /retrain and
+# /webhook; Alertmanager sends it) and the key that signs prediction ids, one for every replica
+export TAGWATCH_FEEDBACK_TOKEN_FILE="${TAGWATCH_FEEDBACK_TOKEN_FILE:-$STACK_VAR/secrets/feedback_token}"
+export TAGWATCH_LIFECYCLE_TOKEN_FILE="${TAGWATCH_LIFECYCLE_TOKEN_FILE:-$STACK_VAR/secrets/lifecycle_token}"
+export TAGWATCH_ID_SECRET_FILE="${TAGWATCH_ID_SECRET_FILE:-$STACK_VAR/secrets/id_secret}"
 # Alertmanager's rendered config lives in var/; its templates stay in the repository.
 export TAGWATCH_ALERTMANAGER_TEMPLATES="${TAGWATCH_ALERTMANAGER_TEMPLATES:-$STACK_ROOT/alertmanager/templates/*.tmpl}"
 
@@ -72,6 +78,8 @@ export TAGWATCH_WEEKLY_PORT="${TAGWATCH_WEEKLY_PORT:-$STACK_PORT_WEEKLY}"
 export TAGWATCH_PREDICTOR_URL="${TAGWATCH_PREDICTOR_URL:-http://127.0.0.1:$STACK_PORT_PREDICTOR}"
 export TAGWATCH_PROMETHEUS_URL="${TAGWATCH_PROMETHEUS_URL:-http://127.0.0.1:$STACK_PORT_PROMETHEUS}"
 export TAGWATCH_DRIFT_REPORT_URL="${TAGWATCH_DRIFT_REPORT_URL:-http://127.0.0.1:$STACK_PORT_DRIFT/reports/latest.html}"
+# the drift process posts DriftExplained (the words behind a drift alert) to Alertmanager's API
+export TAGWATCH_ALERTMANAGER_API_URL="${TAGWATCH_ALERTMANAGER_API_URL:-http://127.0.0.1:$STACK_PORT_ALERTMANAGER}"
 # the runbook is served rendered by the drift process (/docs/runbook.md#<alert>)
 export TAGWATCH_RUNBOOK_BASE_URL="${TAGWATCH_RUNBOOK_BASE_URL:-http://127.0.0.1:$STACK_PORT_DRIFT}"
 # no Grafana in the local stack, and Debian's Alertmanager has no web UI: emails link neither

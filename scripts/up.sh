@@ -37,7 +37,11 @@ if want is None:
     print(f"its predictor serves model {serving} while {latest} does not exist "
           "(models/ deleted while the stack ran?)")
     sys.exit(1)
-if serving != want:
+refused = (body.get("refused_model") or {}).get("version")
+if serving != want and refused == want:  # serving the last good version: a warning
+    for warning in body.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+elif serving != want:
     print(f"its predictor serves model {serving} while {latest} names {want}")
     sys.exit(1)
 PY
@@ -122,6 +126,21 @@ if [ -n "$need_model" ]; then
   python -m tagger.train --output "$TAGWATCH_MODELS_DIR" --quiet
 fi
 
+# --- secrets: random per install, never a fixed default (docs/runbook.md "Security") ------
+bash "$STACK_ROOT/scripts/make-secrets.sh" "$STACK_VAR/secrets" >/dev/null
+if [ -n "${STACK_FLEET:-}" ]; then
+  # the cluster (once) and libpq's password file; honcho runs the server (Procfile `postgres`)
+  bash "$STACK_ROOT/scripts/postgres.sh" init
+fi
+export TAGWATCH_API_TOKEN_FILE="${TAGWATCH_API_TOKEN_FILE:-$STACK_VAR/secrets/api_token}"
+export TAGWATCH_LINK_SECRET_FILE="${TAGWATCH_LINK_SECRET_FILE:-$STACK_VAR/secrets/link_secret}"
+# TAGWATCH_FEEDBACK_TOKEN_FILE, TAGWATCH_LIFECYCLE_TOKEN_FILE and TAGWATCH_ID_SECRET_FILE
+# are exported by stack-env.sh (demo.sh's replay needs the first): the files written above,
+# unless the caller set its own (checked here, before Alertmanager's config names one of them)
+for secret_file in "$TAGWATCH_FEEDBACK_TOKEN_FILE" "$TAGWATCH_LIFECYCLE_TOKEN_FILE" "$TAGWATCH_ID_SECRET_FILE"; do
+  [ -r "$secret_file" ] || { echo "error: cannot read $secret_file (a TAGWATCH_*_FILE setting)" >&2; exit 1; }
+done
+
 # --- configuration ----------------------------------------------------------------------
 python -m alerting render-config --output "$STACK_VAR/alertmanager/alertmanager.yml"
 # Prometheus runs a copy of prometheus/prometheus.yml with the ports of scripts/services.conf
@@ -139,15 +158,6 @@ if [ -n "${TAGWATCH_DEMO:-}" ]; then
 fi
 promtool check config "$TAGWATCH_PROMETHEUS_CONFIG" >/dev/null
 amtool check-config "$STACK_VAR/alertmanager/alertmanager.yml" >/dev/null
-
-# --- secrets: random per install, never a fixed default (docs/runbook.md "Security") ------
-bash "$STACK_ROOT/scripts/make-secrets.sh" "$STACK_VAR/secrets" >/dev/null
-if [ -n "${STACK_FLEET:-}" ]; then
-  # the cluster (once) and libpq's password file; honcho runs the server (Procfile `postgres`)
-  bash "$STACK_ROOT/scripts/postgres.sh" init
-fi
-export TAGWATCH_API_TOKEN_FILE="${TAGWATCH_API_TOKEN_FILE:-$STACK_VAR/secrets/api_token}"
-export TAGWATCH_LINK_SECRET_FILE="${TAGWATCH_LINK_SECRET_FILE:-$STACK_VAR/secrets/link_secret}"
 
 # --- start ------------------------------------------------------------------------------
 echo "starting the tagwatch stack ($mode mode)"
@@ -179,7 +189,13 @@ if url.startswith(("smtp://", "tcp://")):
     socket.create_connection((host, int(port)), timeout=2).close()
     sys.exit(0)
 try:
-    urllib.request.urlopen(url, timeout=2)
+    with urllib.request.urlopen(url, timeout=2) as r:
+        body = r.read()
+    # ready, with warnings (the predictor serving the last good model): said, not a failure
+    try:
+        print("; ".join(json.loads(body).get("warnings", [])))
+    except (ValueError, AttributeError):
+        pass
 except urllib.error.HTTPError as e:
     try:
         body = json.loads(e.read())
@@ -210,5 +226,6 @@ PY
     sleep 1
   done
   echo "  $name up"
+  if [ -n "$reason" ]; then echo "  warning: $name: $reason" >&2; fi
 done
 print_urls

@@ -5,12 +5,15 @@ lifecycle (retraining from feedback) read them. SQLite (WAL) is the embedded def
 """
 
 from store.records import (
+    FEEDBACK_SOURCES,
     BatchPolicy,
     FeedbackRecord,
     PredictionRecord,
     PredictionStore,
     RowRejected,
     StoreError,
+    id_signed_by,
+    is_unsigned_id,
     minted_at,
     new_prediction_id,
 )
@@ -18,6 +21,7 @@ from store.sqlite import SCHEMA, SQLiteStore, open_store, spool_dir_for
 from store.writebehind import WriteBehindStore
 
 __all__ = [
+    "FEEDBACK_SOURCES",
     "SCHEMA",
     "BatchPolicy",
     "FeedbackRecord",
@@ -27,6 +31,8 @@ __all__ = [
     "SQLiteStore",
     "StoreError",
     "WriteBehindStore",
+    "id_signed_by",
+    "is_unsigned_id",
     "minted_at",
     "new_prediction_id",
     "open_store",

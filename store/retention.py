@@ -30,7 +30,8 @@ log = logging.getLogger("store.retention")
 DAY_SECONDS = 86_400.0
 # a background pruner waits this long for a writer's lock (a request thread waits 20 ms)
 PRUNE_BUSY_TIMEOUT_SECONDS = 1.0
-_DATED = re.compile(r"^(\d{4}-\d{2}-\d{2})\.(html|txt)$")
+# a day's report (weekly, older drift reports) or a drift run's (2026-03-02T020000Z.html/.json)
+_DATED = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:T\d{6}Z)?\.(html|txt|json)$")
 
 
 @dataclass(frozen=True)

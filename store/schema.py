@@ -21,7 +21,7 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.schema import CreateColumn, CreateIndex, CreateTable
 from sqlalchemy.types import TypeEngine
 
 from tagger.columns import FEATURE_COLUMNS
@@ -79,6 +79,9 @@ feedback = Table(
     Column("jaccard", Real, nullable=False),
     Column("n_tags", Integer, nullable=False),
     Column("n_unknown_tags", Integer, nullable=False),
+    # which credential sent it (store.records.FEEDBACK_SOURCES); rows older than the column
+    # (revision 0002) are "unknown"
+    Column("source", Text, nullable=False, server_default="unknown"),
     Index("feedback_created_at", "created_at"),
 )
 
@@ -90,6 +93,7 @@ feedback_pending = Table(
     Column("received_at", Real, nullable=False),
     Column("tags", Text, nullable=False),  # JSON list
     Column("n_unknown_tags", Integer, nullable=False),
+    Column("source", Text, nullable=False, server_default="unknown"),
     Index("feedback_pending_received_at", "received_at"),
 )
 
@@ -116,3 +120,20 @@ def sqlite_ddl() -> str:
         "INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))))"
     )
     return ";\n".join(parts) + ";\n"
+
+
+def sqlite_added_columns(existing: dict[str, set[str]]) -> list[str]:
+    """``ALTER TABLE … ADD COLUMN`` for each column of :data:`metadata` that an older SQLite
+    file lacks (``existing``: its columns per table): SQLite's own migrations. Every added
+    column is nullable or has a default, so old rows stay valid."""
+    dialect = sqlite.dialect()
+    statements = []
+    for table in metadata.sorted_tables:
+        have = existing.get(table.name)
+        if not have:
+            continue  # a missing table is created by sqlite_ddl()
+        for column in table.columns:
+            if column.name not in have:
+                spec = str(CreateColumn(column).compile(dialect=dialect)).strip()
+                statements.append(f"ALTER TABLE {table.name} ADD COLUMN {spec}")
+    return statements

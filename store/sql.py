@@ -32,6 +32,7 @@ from store.records import (
     Scorer,
     StoreError,
     dumps,
+    texts_frame,
 )
 from store.retention import prune_in_batches
 from store.schema import feedback, feedback_pending, meta, predictions
@@ -39,7 +40,7 @@ from tagger.columns import FEATURE_COLUMNS
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # the newest Alembic revision (a test checks it against store/migrations/versions)
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 # pg_advisory_xact_lock keys: "tagwatch" in ASCII, + 1 for the pruner
 MIGRATION_LOCK = 0x7461677761746368
 PRUNE_LOCK = MIGRATION_LOCK + 1
@@ -386,6 +387,7 @@ class SQLStore:
             jaccard=row.jaccard,
             n_unknown_tags=row.n_unknown_tags,
             created_at=row.created_at,
+            source=row.source,
         )
 
     @staticmethod
@@ -398,6 +400,7 @@ class SQLStore:
             "jaccard": f.jaccard,
             "n_tags": len(f.tags),
             "n_unknown_tags": f.n_unknown_tags,
+            "source": f.source,
         }
 
     # RETURNING: psycopg's rowcount of an INSERT is lost once SQLAlchemy closes the cursor
@@ -414,7 +417,12 @@ class SQLStore:
             return inserted.first() is not None
 
     def save_pending_feedback(
-        self, prediction_id: str, tags: Sequence[str], n_unknown_tags: int, received_at: float
+        self,
+        prediction_id: str,
+        tags: Sequence[str],
+        n_unknown_tags: int,
+        received_at: float,
+        source: str = "unknown",
     ) -> str:
         """Keep feedback until its prediction arrives: "queued", "duplicate" (the same tags are
         pending or stored) or "conflict" (other tags are); the first one received wins."""
@@ -427,6 +435,7 @@ class SQLStore:
                     received_at=received_at,
                     tags=json.dumps(list(tags)),
                     n_unknown_tags=n_unknown_tags,
+                    source=source,
                 )
                 .on_conflict_do_nothing(index_elements=["prediction_id"])
                 .returning(fp.c.prediction_id)
@@ -474,6 +483,7 @@ class SQLStore:
                     fp.c.received_at,
                     fp.c.tags,
                     fp.c.n_unknown_tags,
+                    fp.c.source,
                     p.c.tags.label("predicted"),
                 )
                 .join(p, p.c.id == fp.c.prediction_id)
@@ -490,6 +500,7 @@ class SQLStore:
                     jaccard=jac,
                     n_unknown_tags=r.n_unknown_tags,
                     created_at=r.received_at,
+                    source=r.source,
                 )
                 result = conn.execute(
                     self._INSERT_FEEDBACK, self._feedback_values(record, tags_json=r.tags)
@@ -658,7 +669,7 @@ class SQLStore:
         """As :meth:`store.sqlite.SQLiteStore.labelled`: the retraining data."""
         query = sa.text(
             "SELECT p.created_at, p.title, p.body, f.tags, p.tags AS predicted, "
-            "p.model_version, f.jaccard, f.coverage FROM predictions p "
+            "p.model_version, f.jaccard, f.coverage, f.source FROM predictions p "
             "JOIN feedback f ON f.prediction_id = p.id "
             "WHERE p.created_at >= :since AND p.created_at < :until "
             "ORDER BY p.created_at, p.seq"
@@ -669,6 +680,32 @@ class SQLStore:
         df["tags"] = [json.loads(t) for t in df["tags"]]
         df["predicted"] = [json.loads(t) for t in df["predicted"]]
         return df
+
+    def texts(self, start: float, end: float, limit: int) -> pd.DataFrame:
+        """As :meth:`store.records.PredictionStore.texts`."""
+        where = "p.created_at >= :start AND p.created_at < :end"
+        query = sa.text(
+            "SELECT p.title, p.url, p.model_version, f.tags AS feedback_tags FROM predictions p "
+            f"LEFT JOIN feedback f ON f.prediction_id = p.id WHERE {where} "
+            "AND p.seq % :stride = 0 ORDER BY p.seq LIMIT :limit"
+        )
+        params: dict[str, Any] = {"start": start, "end": end}
+        with self._read() as conn:
+            n = conn.execute(
+                sa.text(f"SELECT COUNT(*) FROM predictions p WHERE {where}"), params
+            ).scalar()
+            params |= {"stride": max(1, int(n or 0) // max(limit, 1)), "limit": limit}
+            df = pd.read_sql_query(query, conn, params=params)
+        return texts_frame(df)
+
+    def count_labelled(self, since: float, until: float) -> int:
+        """As :meth:`labelled`'s row count, in one query."""
+        query = sa.text(
+            "SELECT COUNT(*) FROM predictions p JOIN feedback f ON f.prediction_id = p.id "
+            "WHERE p.created_at >= :since AND p.created_at < :until"
+        )
+        with self._read() as conn:
+            return int(conn.execute(query, {"since": since, "until": until}).scalar() or 0)
 
 
 def _is_row_refusal(exc: BaseException, orig: BaseException) -> bool:

@@ -29,9 +29,10 @@ from store.records import (
     Scorer,
     StoreError,
     dumps,
+    texts_frame,
 )
 from store.retention import prune_in_batches
-from store.schema import TABLES, sqlite_ddl
+from store.schema import TABLES, sqlite_added_columns, sqlite_ddl
 from tagger.columns import FEATURE_COLUMNS
 
 log = logging.getLogger("store")
@@ -53,6 +54,22 @@ def _row_to_record(row: sqlite3.Row) -> PredictionRecord:
         model_version=row["model_version"],
         features={c: row[c] for c in FEATURE_COLUMNS},
     )
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring an older file's tables up to store/schema.py (e.g. ``feedback.source``); a few
+    µs once per connection when nothing is missing. Two processes adding the same column:
+    the second one's "duplicate column" is not an error."""
+    for statement in sqlite_added_columns({t: _columns(conn, t) for t in TABLES}):
+        try:
+            conn.execute(statement)
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
 
 
 class SQLiteStore:
@@ -142,6 +159,7 @@ class SQLiteStore:
                 names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
                 if not set(TABLES) <= names:  # a new, replaced or older file
                     conn.executescript(SCHEMA)
+                _add_missing_columns(conn)  # a file written by an older tagwatch
                 st = os.stat(self.path)
             except BaseException:
                 conn.close()
@@ -276,6 +294,8 @@ class SQLiteStore:
             jaccard=row["jaccard"],
             n_unknown_tags=row["n_unknown_tags"],
             created_at=row["created_at"],
+            # sqlite3.Row: `in` looks at values, keys() at column names
+            source=row["source"] if "source" in row.keys() else "unknown",  # noqa: SIM118
         )
 
     def save_feedback(self, feedback: FeedbackRecord) -> bool:
@@ -285,7 +305,7 @@ class SQLiteStore:
             with conn:
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO feedback (prediction_id, created_at, tags, coverage, "
-                    "jaccard, n_tags, n_unknown_tags) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "jaccard, n_tags, n_unknown_tags, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         feedback.prediction_id,
                         feedback.created_at,
@@ -294,6 +314,7 @@ class SQLiteStore:
                         feedback.jaccard,
                         len(feedback.tags),
                         feedback.n_unknown_tags,
+                        feedback.source,
                     ),
                 )
         except sqlite3.IntegrityError as exc:  # no such prediction (foreign key)
@@ -306,7 +327,12 @@ class SQLiteStore:
     # -- feedback for a prediction not visible yet (issue 10) ------------------------------------
 
     def save_pending_feedback(
-        self, prediction_id: str, tags: Sequence[str], n_unknown_tags: int, received_at: float
+        self,
+        prediction_id: str,
+        tags: Sequence[str],
+        n_unknown_tags: int,
+        received_at: float,
+        source: str = "unknown",
     ) -> str:
         """Keep feedback until its prediction arrives: "queued", "duplicate" (the same tags are
         pending or stored) or "conflict" (other tags are); the first one received wins."""
@@ -315,8 +341,8 @@ class SQLiteStore:
             with conn:
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO feedback_pending (prediction_id, received_at, tags, "
-                    "n_unknown_tags) VALUES (?, ?, ?, ?)",
-                    (prediction_id, received_at, json.dumps(list(tags)), n_unknown_tags),
+                    "n_unknown_tags, source) VALUES (?, ?, ?, ?, ?)",
+                    (prediction_id, received_at, json.dumps(list(tags)), n_unknown_tags, source),
                 )
                 if cur.rowcount == 1:
                     # resolved meanwhile by another process (its prediction arrived)?
@@ -355,7 +381,7 @@ class SQLiteStore:
             try:
                 rows = conn.execute(
                     "SELECT fp.prediction_id, fp.received_at, fp.tags, fp.n_unknown_tags, "
-                    "p.tags AS predicted FROM feedback_pending fp "
+                    "fp.source, p.tags AS predicted FROM feedback_pending fp "
                     "JOIN predictions p ON p.id = fp.prediction_id LIMIT ?",
                     (limit,),
                 ).fetchall()
@@ -370,12 +396,14 @@ class SQLiteStore:
                         jaccard=jac,
                         n_unknown_tags=r["n_unknown_tags"],
                         created_at=r["received_at"],
+                        source=r["source"],
                     )
                     cur = conn.execute(
                         "INSERT OR IGNORE INTO feedback (prediction_id, created_at, tags, "
-                        "coverage, jaccard, n_tags, n_unknown_tags) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "coverage, jaccard, n_tags, n_unknown_tags, source) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (record.prediction_id, record.created_at, r["tags"], cov, jac,
-                         len(tags), record.n_unknown_tags),
+                         len(tags), record.n_unknown_tags, record.source),
                     )  # fmt: skip
                     if cur.rowcount == 1:
                         stored.append(record)
@@ -570,19 +598,52 @@ class SQLiteStore:
 
         Columns: ``created_at`` (UTC timestamps, when served), ``title``, ``body``, ``tags``
         (the user's feedback tags, list[str]), ``predicted`` (list[str]), ``model_version``,
-        ``jaccard``, ``coverage``; sorted by time.
+        ``jaccard``, ``coverage``, ``source`` (the credential the feedback came with:
+        store.records.FEEDBACK_SOURCES); sorted by time.
         """
+        conn = self._conn()
+        # a file read-only and older than the column (the predictor adds it at its start)
+        source = "f.source" if "source" in _columns(conn, "feedback") else "'unknown'"
         query = (
             "SELECT p.created_at, p.title, p.body, f.tags, p.tags AS predicted, "
-            "p.model_version, f.jaccard, f.coverage FROM predictions p "
+            f"p.model_version, f.jaccard, f.coverage, {source} AS source FROM predictions p "
             "JOIN feedback f ON f.prediction_id = p.id "
             "WHERE p.created_at >= ? AND p.created_at < ? ORDER BY p.created_at, p.seq"
         )
-        df = pd.read_sql_query(query, self._conn(), params=(since, until))
+        df = pd.read_sql_query(query, conn, params=(since, until))
         df["created_at"] = pd.to_datetime(df["created_at"], unit="s", utc=True)
         df["tags"] = [json.loads(t) for t in df["tags"]]
         df["predicted"] = [json.loads(t) for t in df["predicted"]]
         return df
+
+    def texts(self, start: float, end: float, limit: int) -> pd.DataFrame:
+        """As :meth:`store.records.PredictionStore.texts`."""
+        conn = self._conn()
+        where = "p.created_at >= ? AND p.created_at < ?"
+        (n,) = conn.execute(
+            f"SELECT COUNT(*) FROM predictions p WHERE {where}", (start, end)
+        ).fetchone()
+        query = (
+            "SELECT p.title, p.url, p.model_version, f.tags AS feedback_tags FROM predictions p "
+            f"LEFT JOIN feedback f ON f.prediction_id = p.id WHERE {where} AND p.seq % ? = 0 "
+            "ORDER BY p.seq LIMIT ?"
+        )
+        stride = max(1, int(n) // max(limit, 1))
+        df = pd.read_sql_query(query, conn, params=(start, end, stride, limit))
+        return texts_frame(df)
+
+    def count_labelled(self, since: float, until: float) -> int:
+        """As :meth:`labelled`'s row count, in one query."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT COUNT(*) FROM predictions p JOIN feedback f ON f.prediction_id = p.id "
+                "WHERE p.created_at >= ? AND p.created_at < ?",
+                (since, until),
+            )
+            .fetchone()
+        )
+        return int(row[0])
 
     def count(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM predictions").fetchone()[0])

@@ -677,9 +677,16 @@ class WriteBehindStore:
         return inner.save_feedback(feedback)
 
     def save_pending_feedback(
-        self, prediction_id: str, tags: Sequence[str], n_unknown_tags: int, received_at: float
+        self,
+        prediction_id: str,
+        tags: Sequence[str],
+        n_unknown_tags: int,
+        received_at: float,
+        source: str = "unknown",
     ) -> str:
-        return self._store().save_pending_feedback(prediction_id, tags, n_unknown_tags, received_at)
+        return self._store().save_pending_feedback(
+            prediction_id, tags, n_unknown_tags, received_at, source
+        )
 
     def resolve_pending_feedback(
         self, score: Scorer, expire_before: float, limit: int = 500
@@ -703,6 +710,12 @@ class WriteBehindStore:
 
     def labelled(self, since: float, until: float) -> pd.DataFrame:
         return self._store().labelled(since, until)
+
+    def count_labelled(self, since: float, until: float) -> int:
+        return self._store().count_labelled(since, until)
+
+    def texts(self, start: float, end: float, limit: int) -> pd.DataFrame:
+        return self._store().texts(start, end, limit)
 
     def count(self) -> int:
         return self._store().count() + self.pending

@@ -21,6 +21,7 @@ from tagger.model import TagModel
 MODEL_FILE = "model.joblib"
 CARD_FILE = "model_card.json"
 BASELINE_FILE = "baseline.csv"
+CANARY_FILE = "canary.csv"  # trusted questions with their true tags (the gate's anchor)
 LATEST_FILE = "LATEST"
 
 
@@ -46,12 +47,16 @@ def write_artefact(
     card: dict[str, Any],
     baseline: pd.DataFrame,
     set_latest: bool = True,
+    canary: pd.DataFrame | None = None,
 ) -> Path:
     out = Path(models_dir) / version
     out.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, out / MODEL_FILE, compress=3)
     (out / CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n")
     baseline.to_csv(out / BASELINE_FILE, index=False)
+    if canary is not None and len(canary):
+        rows = canary.loc[:, ["created_at", "title", "body", "tags"]]
+        rows.assign(tags=[" ".join(t) for t in rows["tags"]]).to_csv(out / CANARY_FILE, index=False)
     if set_latest:
         write_pointer(models_dir, version)
     return out
@@ -106,6 +111,27 @@ def load_artefact(models_dir: Path, version: str = "latest") -> Artefact:
     return Artefact(path=path, model=model, card=read_card(path))
 
 
+# a question every model must answer before it serves or becomes champion
+CHECK_QUESTION = "How do I sort a list of dictionaries by a value in Python?"
+
+
+def check_artefact(models_dir: Path, version: str) -> Artefact:
+    """Load ``version`` and score one question: what serving it needs, checked before it serves
+    (exporter.supervisor's preflight) or becomes champion (``lifecycle promote``).
+
+    Raises :class:`ArtefactError` naming the file and what failed.
+    """
+    artefact = load_artefact(models_dir, version)
+    try:
+        artefact.model.analyse(CHECK_QUESTION, "")
+    except Exception as exc:  # a model that loads but cannot score is as broken
+        raise ArtefactError(
+            f"{artefact.path / MODEL_FILE}: loads but cannot score a question "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    return artefact
+
+
 def load_baseline(path: Path) -> pd.DataFrame:
     """The baseline feature table of an artefact; errors name the file and what is wrong."""
     file = Path(path) / BASELINE_FILE if Path(path).is_dir() else Path(path)
@@ -118,4 +144,24 @@ def load_baseline(path: Path) -> pd.DataFrame:
         raise ArtefactError(f"{file}: baseline lacks column(s) {', '.join(missing)}")
     if table.empty:
         raise ArtefactError(f"{file}: baseline has no rows")
+    return table
+
+
+def load_canary(path: Path) -> pd.DataFrame | None:
+    """The canary set of an artefact folder (tags as lists), or None when it has none (an
+    artefact written before canaries existed)."""
+    file = Path(path) / CANARY_FILE
+    if not file.is_file():
+        return None
+    try:
+        table = pd.read_csv(file, dtype={"title": str, "body": str, "tags": str})
+    except Exception as exc:
+        raise ArtefactError(f"{file}: unreadable canary set ({exc})") from exc
+    missing = [c for c in ("created_at", "title", "tags") if c not in table.columns]
+    if missing:
+        raise ArtefactError(f"{file}: canary set lacks column(s) {', '.join(missing)}")
+    table["created_at"] = pd.to_datetime(table["created_at"], utc=True, format="ISO8601")
+    table["title"] = table["title"].fillna("").astype(object)
+    table["body"] = table.get("body", pd.Series("", index=table.index)).fillna("").astype(object)
+    table["tags"] = table["tags"].fillna("").str.split()
     return table

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from tagger.artefact import load_artefact, write_artefact
 from tagger.columns import FEATURE_COLUMNS
 from tagger.data import DataError, load_questions, questions_of, sha256_of
+from tagger.labels import label_profile
 from tagger.metrics import coverage, jaccard, normalize_tags
 from tagger.model import DecisionRule, TagModel, build_pipeline
 from tagger.settings import TagwatchSettings
@@ -54,6 +55,7 @@ class TrainConfig:
     version: str | None = None
     progress: bool = True
     set_latest: bool = True
+    canary_rows: int = 500
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,31 @@ def evaluate(model: TagModel, df: pd.DataFrame, vocabulary: set[str]) -> dict[st
     }
 
 
+def question_jaccards(model: TagModel, df: pd.DataFrame) -> np.ndarray:
+    """Each question's Jaccard (served predictions vs its tags), in ``df``'s order: the paired
+    samples of the gate's bootstrap."""
+    return np.fromiter(
+        (
+            jaccard(model.analyse(title, body).tags, tags)
+            for title, body, tags in zip(df["title"], df["body"], df["tags"], strict=True)
+        ),
+        dtype=np.float64,
+        count=len(df),
+    )
+
+
+def pin_canary(holdout: pd.DataFrame, rows: int) -> pd.DataFrame:
+    """``rows`` questions spread evenly over a held-out period: the canary set an artefact keeps.
+
+    Real questions with their true tags that no client wrote; every later retrain must not
+    collapse on them (``lifecycle.gate``).
+    """
+    if holdout.empty or rows < 1:
+        return holdout.loc[:, ["created_at", "title", "body", "tags"]].iloc[0:0]
+    idx = np.unique(np.linspace(0, len(holdout) - 1, min(rows, len(holdout))).round().astype(int))
+    return holdout.iloc[idx].loc[:, ["created_at", "title", "body", "tags"]].reset_index(drop=True)
+
+
 def periods(split: Split) -> Iterator[tuple[str, pd.DataFrame]]:
     """Validation, then each calendar year after the cut-off that has data."""
     yield f"validation {split.validation['created_at'].dt.year.iloc[-1]}", split.validation
@@ -151,10 +178,14 @@ def periods(split: Split) -> Iterator[tuple[str, pd.DataFrame]]:
 
 
 def baseline_table(model: TagModel, df: pd.DataFrame) -> pd.DataFrame:
-    """Monitoring features of ``df`` computed exactly as the predictor computes them."""
+    """Monitoring features of ``df`` computed exactly as the predictor computes them, with the
+    titles and links: the drift job's text judgement compares a bin's titles with these."""
     rows = [model.analyse(t, b).features for t, b in questions_of(df)]
     table = pd.DataFrame(rows, columns=list(FEATURE_COLUMNS))
     table.insert(0, "created_at", df["created_at"].to_numpy())
+    table["title"] = df["title"].fillna("").astype(str).to_numpy()
+    url = df["url"] if "url" in df.columns else pd.Series("", index=df.index)
+    table["url"] = url.fillna("").astype(str).to_numpy()
     return table
 
 
@@ -177,6 +208,7 @@ class TrainResult:
     card: dict[str, Any]
     baseline: pd.DataFrame
     table: list[dict[str, Any]]
+    canary: pd.DataFrame | None = None
 
     @property
     def version(self) -> str:
@@ -204,15 +236,18 @@ def fit_artefact(
     baseline_df: pd.DataFrame | None = None,
     extra_card: dict[str, Any] | None = None,
     classes: Sequence[str] | None = None,
+    canary: pd.DataFrame | None = None,
+    canary_reference: float | None = None,
 ) -> TrainResult:
     """Fit on ``train_df``, tune on ``validation_df``, evaluate, build the drift baseline.
 
     The K most frequent tags of ``train_df`` are the vocabulary (a retrain on recent feedback
     picks up the tags the old model lacks). ``later`` is evaluated by calendar year (decay
     table); ``baseline_df`` (default: validation's even rows) gives the drift baseline: features
-    of questions the model never fitted on.
+    of questions the model never fitted on. ``canary``, ``canary_reference``: see
+    :func:`trusted_parts`.
     """
-    steps = ["fit", "tune", "evaluate", "baseline"]
+    steps = ["fit", "tune", "evaluate", "baseline", "trust"]
     bar = tqdm(total=len(steps), disable=not config.progress, unit="step", file=sys.stderr)
     t_start = time.perf_counter()
     # ``classes``: a vocabulary chosen elsewhere (a retrain's window, when old data is added)
@@ -229,6 +264,8 @@ def fit_artefact(
     with _step(bar, "baseline"):
         base = split.baseline if baseline_df is None else baseline_df
         baseline = baseline_table(model, base)
+    with _step(bar, "trust"):
+        pinned, trusted = trusted_parts(model, split, config.canary_rows, canary, canary_reference)
     bar.close()
     version = config.version or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     card = {
@@ -250,9 +287,41 @@ def fit_artefact(
         "params": {"C": config.C, "min_df": config.min_df, "ngram_max": config.ngram_max},
         "vocabulary_size": model.vocabulary_size,
         "training_seconds": round(time.perf_counter() - t_start, 1),
+        **trusted,
         **(extra_card or {}),
     }
-    return TrainResult(model=model, card=card, baseline=baseline, table=table)
+    return TrainResult(model=model, card=card, baseline=baseline, table=table, canary=pinned)
+
+
+def trusted_parts(
+    model: TagModel,
+    split: Split,
+    canary_rows: int,
+    canary: pd.DataFrame | None = None,
+    canary_reference: float | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """What a later retrain trusts about this model: (canary set, card entries).
+
+    The canary set (default: ``canary_rows`` of validation's odd rows, never fitted on) is kept
+    in the artefact; a retrain passes its parent's set with the parent's ``canary_reference``
+    (the Jaccard of the model that pinned it), so a chain of retrains cannot lower the bar. The
+    label profile of the training data is what new feedback is compared with.
+    """
+    pinned = pin_canary(split.holdout, canary_rows) if canary is None else canary
+    labels = label_profile(split.train, model, split.validation)
+    if pinned.empty:
+        return pinned, {"labels": labels.as_dict(), "canary": {"rows": 0}}
+    score = float(np.mean(question_jaccards(model, pinned)))
+    return pinned, {
+        "labels": labels.as_dict(),
+        "canary": {
+            "rows": len(pinned),
+            "period": _period(pinned),
+            "inherited": canary is not None,
+            "jaccard": round(score, 4),
+            "reference_jaccard": round(score if canary_reference is None else canary_reference, 4),
+        },
+    }
 
 
 def _empty_like(df: pd.DataFrame, later: pd.DataFrame | None) -> pd.DataFrame:
@@ -261,7 +330,13 @@ def _empty_like(df: pd.DataFrame, later: pd.DataFrame | None) -> pd.DataFrame:
 
 def write_result(result: TrainResult, models_dir: Path, set_latest: bool = True) -> Path:
     return write_artefact(
-        models_dir, result.version, result.model, result.card, result.baseline, set_latest
+        models_dir,
+        result.version,
+        result.model,
+        result.card,
+        result.baseline,
+        set_latest,
+        canary=result.canary,
     )
 
 

@@ -151,10 +151,37 @@ def http_ok(url: str) -> Callable[[], bool]:
     return lambda: requests.get(url, timeout=2).status_code == 200
 
 
+# the test stack's secrets (issue 15): every predictor a test starts shares them, as the
+# replicas of one stack do; FEEDBACK_AUTH is the header that carries the feedback token
+FEEDBACK_TOKEN = "test-feedback-token-0123456789"
+ID_SECRET = "test-id-secret-0123456789abcdef"
+FEEDBACK_AUTH = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
+
+
+def write_secrets(directory: Path) -> dict[str, str]:
+    """The feedback token and id secret files in ``directory`` (private); their settings."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {"feedback_token": FEEDBACK_TOKEN, "id_secret": ID_SECRET}
+    for name, value in files.items():
+        path = directory / name
+        path.write_text(value + "\n")
+        path.chmod(0o600)
+    return {
+        "TAGWATCH_FEEDBACK_TOKEN_FILE": str(directory / "feedback_token"),
+        "TAGWATCH_ID_SECRET_FILE": str(directory / "id_secret"),
+    }
+
+
 def predictor_env(
     models_dir: Path, port: int, store_path: Path, multiproc_dir: Path
 ) -> dict[str, str]:
+    """A predictor's settings for a test. Feedback is open (the source is stored as "open",
+    or "token" with FEEDBACK_AUTH) and there is no rate limit: tests about those set
+    TAGWATCH_FEEDBACK_AUTH=token and TAGWATCH_RATE_LIMIT_PER_SECOND themselves."""
     return {
+        **write_secrets(multiproc_dir.parent / "secrets"),
+        "TAGWATCH_FEEDBACK_AUTH": "open",
+        "TAGWATCH_RATE_LIMIT_PER_SECOND": "0",
         "TAGWATCH_MODELS_DIR": str(models_dir),
         "TAGWATCH_HOST": "127.0.0.1",
         "TAGWATCH_PORT": str(port),

@@ -113,3 +113,40 @@ def test_cli_writes_the_file(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert yaml.safe_load(out.read_text())["global"]["smtp_smarthost"] == "mailpit:1025"
+
+
+def test_lifecycle_receiver_sends_the_bearer_token_from_its_file(tmp_path: Path) -> None:
+    """The lifecycle service answers 401 without its token: Alertmanager's webhook sends it,
+    read from the file at each notification (never written into the config)."""
+    token = tmp_path / "lifecycle_token"
+    token.write_text("lifecycle-token-value-0123456789\n")
+    out = tmp_path / "alertmanager.yml"
+    result = subprocess.run(
+        [sys.executable, "-m", "alerting", "render-config", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "TAGWATCH_LIFECYCLE_TOKEN_FILE": str(token),
+            "TAGWATCH_ALERTMANAGER_TEMPLATES": str(ALERTMANAGER_DIR / "templates" / "*.tmpl"),
+        },
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    text = out.read_text()
+    assert "lifecycle-token-value" not in text
+    receivers = {r["name"]: r for r in yaml.safe_load(text)["receivers"]}
+    hook = receivers["lifecycle"]["webhook_configs"][0]
+    assert hook["url"] == "http://127.0.0.1:8003/webhook"
+    assert hook["http_config"] == {
+        "authorization": {"type": "Bearer", "credentials_file": str(token)}
+    }
+    check = subprocess.run(
+        ["amtool", "check-config", str(out)], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    # no token file: no authorization (the service then runs in its explicit open mode)
+    plain = build_config(AlertingSettings.model_construct())
+    hook = {r["name"]: r for r in plain["receivers"]}["lifecycle"]["webhook_configs"][0]
+    assert "http_config" not in hook

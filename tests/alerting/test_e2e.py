@@ -29,7 +29,14 @@ from store import PredictionRecord, SQLiteStore
 from tagger.artefact import load_artefact
 from tagger.data import load_questions
 from tagger.settings import TagwatchSettings
-from tests.processes import Process, http_ok, start_process, wait_until
+from tests.processes import (
+    FEEDBACK_AUTH,
+    Process,
+    http_ok,
+    start_process,
+    wait_until,
+    write_secrets,
+)
 
 from .conftest import (
     ALERTMANAGER_DIR,
@@ -60,6 +67,7 @@ class Stack:
     drift_url: str
     drift_report_url: str
     store_url: str
+    models_dir: Path
     questions: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -110,6 +118,8 @@ def stack(
                     "TAGWATCH_DATA_DIR": str(tagwatch_settings.data_dir),
                     "TAGWATCH_STORE_URL": store_url,
                     "PROMETHEUS_MULTIPROC_DIR": str(tmp / "multiproc"),
+                    # feedback needs the token (token mode, the default); the id secret signs ids
+                    **write_secrets(tmp / "secrets"),
                 },
                 # every path above is absolute; the repository as cwd keeps the packages regular
                 # (from elsewhere the editable install imports them as namespace packages)
@@ -129,6 +139,10 @@ def stack(
                     "TAGWATCH_STATE_DIR": str(tmp / "drift-state"),
                     "TAGWATCH_RUN_ON_START": "true",
                     "TAGWATCH_CRON": "0 2 * * *",
+                    # DriftExplained beside the drift alerts (checked every 2 s here)
+                    "TAGWATCH_ALERTMANAGER_API_URL": f"http://127.0.0.1:{p_am}",
+                    "TAGWATCH_DRIFT_REPORT_URL": f"http://127.0.0.1:{p_drift}/reports/latest.html",
+                    "TAGWATCH_EXPLAIN_INTERVAL_SECONDS": "2",
                 },
                 cwd=REPO_ROOT,
             )
@@ -203,6 +217,7 @@ def stack(
                 drift_url=f"http://127.0.0.1:{p_drift}",
                 drift_report_url=settings.drift_report_url,
                 store_url=store_url,
+                models_dir=models_dir,
             )
         finally:
             for p in reversed(procs):
@@ -254,6 +269,7 @@ def _replay(stack: Stack, tagwatch_settings: TagwatchSettings, n: int = 40) -> N
         r = requests.post(
             f"{base}/predict",
             json={"title": row.title, "body": row.body, "url": row.url},
+            headers=FEEDBACK_AUTH,  # as a site backend: the token also lifts the rate limit
             timeout=10,
         )
         assert r.status_code == 200, r.text
@@ -263,6 +279,7 @@ def _replay(stack: Stack, tagwatch_settings: TagwatchSettings, n: int = 40) -> N
             r = requests.post(
                 f"{base}/feedback",
                 json={"prediction_id": q["prediction_id"], "tags": q["true"]},
+                headers=FEEDBACK_AUTH,
                 timeout=10,
             )
             if r.status_code == 200:
@@ -355,6 +372,12 @@ def test_predictor_hang_pages_then_resolves(scenario: Stack) -> None:
     assert s.timings["PredictorDown threshold (for elapsed) -> inbox s"] < 10
 
 
+NEW_WORDS = {
+    "react", "angular", "laravel", "pandas", "dataframe", "flutter", "docker", "aws", "azure",
+    "firebase", "typescript",
+}  # fmt: skip
+
+
 def test_drift_red_sends_warning(scenario: Stack) -> None:
     metrics = requests.get(f"{scenario.drift_url}/metrics", timeout=5).text
     red = {
@@ -362,10 +385,23 @@ def test_drift_red_sends_warning(scenario: Stack) -> None:
         for line in metrics.splitlines()
         if line.startswith("tagwatch_drift_feature_status{") and line.endswith(" 2.0")
     }
-    assert "oov_ratio" in red  # what the drift job judged on 2020 questions
+    assert {"oov_ratio", "text"} <= red  # what the drift job judged on 2020 questions
     mail = scenario.sink.wait_for(_firing("DataDriftDetected"), 1)
-    assert mail.subject.startswith(f"[FIRING:{len(red)}] WARNING DataDriftDetected")
+    # one email for the drift job's group: the red features, and the words behind them
+    prefix = f"[FIRING:{len(red) + 1}] WARNING drift: "
+    assert mail.subject.startswith(prefix), mail.subject
+    names = mail.subject.removeprefix(prefix).split(", ")
+    assert sorted(names) == ["DataDriftDetected", "DriftExplained"], mail.subject
     text = mail.part("plain")
+    explained = [line for line in text.splitlines() if line.startswith("What changed: The ques")]
+    assert len(explained) == 1, text
+    named = NEW_WORDS & set(explained[0].replace(",", " ").split())
+    print(f"DriftExplained: {explained[0]}")
+    assert len(named) >= 3, explained
+    run = re.search(r"This run's drift report: (http://\S+/reports/\S+T\d{6}Z\.html)", text)
+    assert run, text
+    page = requests.get(run.group(1), timeout=10)  # the run's own report, not latest
+    assert page.status_code == 200 and "tagwatch-what-changed" in page.text
     listed = {
         line.split()[5]
         for line in text.splitlines()
@@ -445,6 +481,7 @@ def test_weekly_summary_email(scenario: Stack, tmp_path: Path) -> None:
             "TAGWATCH_WEEKLY_EMAIL_TO": "ml-team@example.org",
             "TAGWATCH_REPORTS_DIR": str(reports),
             "TAGWATCH_PREDICTOR_URL": f"http://{s.predictor_addr}",
+            "TAGWATCH_MODELS_DIR": str(s.models_dir),
         },
         cwd=REPO_ROOT,  # every path above is absolute
     )
@@ -463,6 +500,11 @@ def test_weekly_summary_email(scenario: Stack, tmp_path: Path) -> None:
     # alert episodes: the page of the scenario
     assert "PredictorDown (critical): 1 episode(s)" in text
     assert "oov_ratio: red / red" in text
+    # what changed: the week's 2020 questions against the model's 2011 baseline, named
+    assert "== What changed this week ==" in text and "text AUC" in text
+    changed = text.split("== What changed this week ==")[1].split("== Alerts ==")[0]
+    assert len(NEW_WORDS & set(changed.replace(",", " ").split())) >= 3, changed
+    assert "NEW since last week" in changed  # the replayed 2019 feedback brought new tags
     # problematic questions, linked to StackOverflow (replayed questions carry their URL)
     lowest = min(q["jaccard"] for q in s.questions)
     worst = [q for q in s.questions if q["jaccard"] == lowest][-1]  # the latest is listed first

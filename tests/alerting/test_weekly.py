@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import requests
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -22,7 +23,11 @@ from alerting.prom import Series
 from alerting.settings import AlertingSettings
 from alerting.weekly import alert_episodes, question_link, run_weekly, runbook_advice
 from store import FeedbackRecord, PredictionRecord, SQLiteStore
+from tagger.artefact import load_artefact
 from tagger.columns import FEATURE_COLUMNS
+from tagger.data import load_questions
+from tagger.model import TagModel
+from tagger.settings import TagwatchSettings
 from tests.processes import http_ok, start_process, wait_until
 
 from .conftest import REPO_ROOT, SmtpSink
@@ -80,7 +85,10 @@ def _store(path: Path) -> None:
                 url=url,
             )
         )
-        store.save_feedback(FeedbackRecord(f"p{i}", ["python"], 0.0, 0.0, 1, END.timestamp()))
+        source = "token" if i == 0 else "open"  # who sent it (issue 15)
+        store.save_feedback(
+            FeedbackRecord(f"p{i}", ["python"], 0.0, 0.0, 1, END.timestamp(), source=source)
+        )
     store.close()
 
 
@@ -101,10 +109,12 @@ def _settings(tmp_path: Path, smtp_port: int, **kw: object) -> AlertingSettings:
     return AlertingSettings(**values)  # type: ignore[arg-type]
 
 
-def test_prometheus_down_report_names_missing_sections(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+def test_prometheus_down_report_names_missing_sections(
+    tmp_path: Path, smtp_sink: SmtpSink, models_dir: Path
+) -> None:
     _store(tmp_path / "store.sqlite3")
     metrics = WeeklyMetrics(CollectorRegistry())
-    path = run_weekly(_settings(tmp_path, smtp_sink.port), metrics, end=END)
+    path = run_weekly(_settings(tmp_path, smtp_sink.port, models_dir=models_dir), metrics, end=END)
     assert path == tmp_path / "reports" / "2026-11-23.html"
     mail = smtp_sink.wait_for(lambda m: "Weekly summary" in m.subject, 5)
     assert mail.subject == (
@@ -119,6 +129,9 @@ def test_prometheus_down_report_names_missing_sections(tmp_path: Path, smtp_sink
     assert "Question number 0\r\n  https://stackoverflow.com/q/42" in text
     assert "Question number 1\r\n  http://predictor.test:8000/predictions/p1" in text
     assert 'href="https://stackoverflow.com/q/42"' in mail.part("html")
+    # the week's feedback per credential it came with
+    assert "Feedback of the week by source: open 1, token 1" in text
+    assert "<b>open</b> 1, <b>token</b> 1" in mail.part("html")
     assert metrics.missing_sections._value.get() == 4
     assert metrics.emails_sent._value.get() == 1
     assert metrics.last_success._value.get() > 0
@@ -287,3 +300,69 @@ def test_retrain_line_tells_the_week_and_the_drift_kind() -> None:
     assert "concept drift suspected: retraining is not enough" in retrain_line(
         {"rejected": 1.0}, 0.12, 0.125, 0.07, 0.5
     )
+
+
+NEW_WORDS = {
+    "react", "angular", "laravel", "pandas", "dataframe", "flutter", "docker", "aws", "azure",
+    "firebase", "typescript",
+}  # fmt: skip
+NEW_TAGS = {
+    "python-3.x", "reactjs", "node.js", "r", "angular", "pandas", "laravel", "swift",
+    "typescript", "ios",
+}  # fmt: skip
+
+
+def _served(
+    model: TagModel, questions: pd.DataFrame, start: float, step: float, prefix: str
+) -> tuple[list[PredictionRecord], list[FeedbackRecord]]:
+    """Real questions served by the model from ``start``, each with its real tags as feedback."""
+    records, feedback = [], []
+    for i, row in enumerate(questions.itertuples()):
+        a = model.analyse(row.title, row.body)
+        t = start + i * step
+        records.append(
+            PredictionRecord(
+                id=f"{prefix}{i}", created_at=t, title=row.title, body=row.body, tags=a.tags,
+                scores=a.scores, inference_seconds=0.001, model_version="test",
+                features=a.features, url=row.url,
+            )
+        )  # fmt: skip
+        feedback.append(FeedbackRecord(f"{prefix}{i}", list(row.tags), 0.0, 0.0, 0, t + 60))
+    return records, feedback
+
+
+def test_what_changed_this_week_names_the_new_tags_and_words(
+    tmp_path: Path, smtp_sink: SmtpSink, models_dir: Path, tagwatch_settings: TagwatchSettings
+) -> None:
+    """2019 questions this week against 2011 ones the week before: the section lists the tags
+    and words of 2019, and marks the tags last week did not have."""
+    df = load_questions(tagwatch_settings.titles_path)
+    this_week = df.loc[df["created_at"].dt.year == 2019].iloc[:1500]
+    last_week = df.loc[df["created_at"].dt.year == 2011].iloc[-800:]
+    model = load_artefact(models_dir).model
+    week = 7 * 86_400
+    store = SQLiteStore(tmp_path / "store.sqlite3")
+    for questions, start, prefix in ((last_week, END.timestamp() - 2 * week, "a"),
+                                     (this_week, END.timestamp() - week, "b")):  # fmt: skip
+        records, feedback = _served(model, questions, start, week / len(questions), prefix)
+        store.save_predictions(records)
+        for f in feedback:
+            store.save_feedback(f)
+    store.close()
+    settings = _settings(tmp_path, smtp_sink.port, models_dir=models_dir)
+    path = run_weekly(settings, WeeklyMetrics(CollectorRegistry()), end=END)
+    text = path.with_suffix(".txt").read_text()
+    changed = text.split("== What changed this week ==")[1].split("== Alerts ==")[0]
+    print(changed)
+    tags = [
+        line.split()[0] for line in changed.splitlines() if line.startswith("  ") and "(" in line
+    ]
+    assert len(NEW_TAGS & set(tags[:15])) >= 5, tags
+    new = {line.split()[0] for line in changed.splitlines() if line.endswith("NEW since last week")}
+    assert new and new < set(tags)  # some tags were already there last week: not marked
+    words = changed.split("New words: ")[1].splitlines()[0]
+    assert len(NEW_WORDS & set(words.replace(",", " ").split())) >= 3, words
+    assert "text AUC" in changed and "(red;" in changed
+    assert changed.count("https://stackoverflow.com/") >= 3  # three typical questions, linked
+    html = path.read_text()
+    assert 'id="what-changed"' in html and 'id="new-tags"' in html

@@ -103,7 +103,7 @@ def test_latest_html_exists_from_the_first_start(demo: Demo) -> None:
     # a run that had nothing to judge yet; both say what is judged (tests/deploy/test_stack.py
     # sees the waiting page of the daily schedule)
     page = demo.waiting_page
-    assert "no report yet" in page or "nothing judged" in page
+    assert "no report yet" in page or "waiting for the first complete bin" in page
     assert "held-out validation questions" in page
     assert "0.07" in page  # the red rule
 
@@ -155,6 +155,15 @@ def test_drift_report_draws_every_chart(demo: Demo, browser: Any) -> None:
     assert "unknown_feedback_tags_ratio" in summary
     shares = page.eval_on_selector_all("#tagwatch-feedback td.fb-share", "els => els.length")
     assert shares == 3
+    # What changed comes first, and names the words, the questions and the new tags
+    sections = page.eval_on_selector_all("section[id^=tagwatch]", "els => els.map(e => e.id)")
+    assert sections[:2] == ["tagwatch-what-changed", "tagwatch-summary"], sections
+    changed = page.inner_text("#tagwatch-what-changed")
+    words = page.eval_on_selector_all("#current-words code", "els => els.map(e => e.innerText)")
+    assert len(NEW_WORDS & set(words)) >= 3, words
+    assert "red" in page.inner_text("#text-status") and "ROC AUC" in changed
+    assert page.eval_on_selector_all("#typical-questions a", "els => els.length") == 10
+    assert page.eval_on_selector_all("#unknown-tags code", "els => els.length") > 0
     page.evaluate(
         "document.getElementById('oov_ratio-ref_max_prob_diff').closest('.card').scrollIntoView();"
         "window.scrollBy(0, -90)"
@@ -164,6 +173,16 @@ def test_drift_report_draws_every_chart(demo: Demo, browser: Any) -> None:
     _check_links(demo, _links(page), "drift report", external=r"^https://")
     assert not errors, errors
     page.close()
+
+
+NEW_WORDS = {
+    "react", "angular", "laravel", "pandas", "dataframe", "flutter", "docker", "aws", "azure",
+    "firebase", "typescript",
+}  # fmt: skip
+# per alert table of an email: (its title, its "How much" cell)
+TABLES = """els => els.map(t => [
+  (t.querySelector('b') || {innerText: ''}).innerText,
+  (t.querySelector('td.how-much') || {innerText: ''}).innerText])"""
 
 
 def _html(msg: EmailMessage) -> str:
@@ -190,9 +209,14 @@ def test_alert_emails_say_how_much_and_their_links_open(
         errors: list[str] = []
         page = _page(browser, errors)
         page.goto(file.as_uri(), wait_until="load")
-        how_much = page.eval_on_selector_all("td.how-much", "els => els.map(e => e.innerText)")
+        tables = page.eval_on_selector_all("table", TABLES)
+        how_much = [text for name, text in tables if text and "DriftExplained" not in name]
+        explained = [text for name, text in tables if text and "DriftExplained" in name]
+        for text in explained:  # the words behind the drift, with their shares
+            assert len(NEW_WORDS & set(re.findall(r"[a-z.#+-]+", text))) >= 3, text
+            assert re.search(r"\d+\.\d%", text), text
         # the value, and the threshold (or rule) it is judged against
-        assert how_much, html
+        assert how_much or explained, html
         for text in how_much:
             assert len(re.findall(r"\d\.\d{3}|\d+(?:\.\d+)?%", text)) >= 2, text
             assert "threshold" in text or "the rule" in text, text
@@ -205,6 +229,8 @@ def test_alert_emails_say_how_much_and_their_links_open(
         links = _links(page)
         assert any("/docs/runbook.md#" in h for h in links)
         assert any(h.endswith("/reports/latest.html") for h in links)
+        if explained:  # the report of the run that found it, not only latest
+            assert any(re.search(r"/reports/\d{4}-\d{2}-\d{2}T\d{6}Z\.html$", h) for h in links)
         _check_links(demo, links, subject)
         assert not errors, errors
         page.close()
@@ -222,6 +248,10 @@ def test_weekly_summary_renders_and_its_links_open(demo: Demo, browser: Any) -> 
     today = [line for line in text.splitlines() if line.strip().startswith(time_label())]
     assert today and str(500) in today[0].split(), today
     assert "What to do" in text and "DataDriftDetected" in text
+    # What changed this week: the 2019 questions' words and tags, named
+    changed = page.inner_text("#new-words")
+    assert len(NEW_WORDS & set(re.findall(r"[a-z.#+-]+", changed))) >= 3, changed
+    assert page.eval_on_selector_all("#new-tags code", "els => els.length") > 0
     links = _links(page)
     assert any("/docs/runbook.md#datadriftdetected" in h for h in links)
     _check_links(demo, links, "weekly summary")

@@ -48,7 +48,7 @@ def compose() -> dict[str, Any]:
 
 def test_compose_validates_and_runs_every_service(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == LONG_RUNNING | {"alertmanager-config"}
+    assert set(services) == LONG_RUNNING | {"alertmanager-config", "replay"}
     for name, image in PINNED_IMAGES.items():
         assert services[name]["image"] == image
     for name in LONG_RUNNING:
@@ -96,9 +96,17 @@ def test_compose_volumes_data_mount_and_secret(compose: dict[str, Any]) -> None:
     # the SMTP password only as a secret file, never in the environment
     assert set(compose["secrets"]) == {
         "smtp_password", "api_token", "link_secret", "grafana_admin_password", "mailpit_ui_auth",
-        "postgres_password",
+        "postgres_password", "feedback_token", "id_secret", "lifecycle_token",
     }  # fmt: skip
-    assert [s["source"] for s in services["alertmanager"]["secrets"]] == ["smtp_password"]
+    assert [s["source"] for s in services["alertmanager"]["secrets"]] == [
+        "smtp_password", "lifecycle_token",
+    ]  # fmt: skip
+    # POST /retrain and /webhook need the lifecycle token: the service checks it, Alertmanager
+    # sends it (the rendered receiver names the file in its own mount of the secret)
+    token = "/run/secrets/lifecycle_token"
+    assert "lifecycle_token" in [s["source"] for s in services["lifecycle"]["secrets"]]
+    assert services["lifecycle"]["environment"]["TAGWATCH_LIFECYCLE_TOKEN_FILE"] == token
+    assert services["alertmanager-config"]["environment"]["TAGWATCH_LIFECYCLE_TOKEN_FILE"] == token
     assert [s["source"] for s in services["weekly"]["secrets"]] == [
         "smtp_password", "link_secret", "postgres_password",
     ]  # fmt: skip
@@ -149,6 +157,17 @@ def test_postgres_store_and_two_predictor_replicas(compose: dict[str, Any]) -> N
         assert services[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}
         spools.add(_mounts(services[name])[env["TAGWATCH_STORE_SPOOL_DIR"]])
     assert spools == {"spool-1", "spool-2"}, "each replica spools to its own volume"
+    # feedback needs the token; both replicas sign and check ids with the same secret
+    for name in PREDICTORS:
+        env = services[name]["environment"]
+        assert env["TAGWATCH_FEEDBACK_TOKEN_FILE"] == "/run/secrets/feedback_token"
+        assert env["TAGWATCH_ID_SECRET_FILE"] == "/run/secrets/id_secret"
+        assert "TAGWATCH_FEEDBACK_AUTH" not in env  # token mode, the default
+        assert {"feedback_token", "id_secret"} <= {s["source"] for s in services[name]["secrets"]}
+    replay = services["replay"]  # the demo's traffic (profile "demo"), with the token
+    assert replay["profiles"] == ["demo"]
+    assert replay["environment"]["TAGWATCH_FEEDBACK_TOKEN_FILE"] == "/run/secrets/feedback_token"
+    assert [s["source"] for s in replay["secrets"]] == ["feedback_token"]
     # every reader of the store reads the same PostgreSQL, with the password secret
     for name in ("drift", "weekly", "lifecycle"):
         env = services[name]["environment"]

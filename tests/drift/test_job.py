@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Callable
@@ -68,7 +69,11 @@ def test_empty_store_is_a_clear_no_data_state(
     assert reg.get_sample_value("tagwatch_drift_bins_judged") == 0
     assert reg.get_sample_value("tagwatch_drift_feature_status", {"feature": "oov_ratio"}) is None
     assert reg.get_sample_value("tagwatch_drift_last_success_timestamp_seconds") > 0
-    assert "nothing judged" in (case.settings.reports_dir / "latest.html").read_text()
+    latest = (case.settings.reports_dir / "latest.html").read_text()
+    assert "waiting for the first complete bin" in latest and "<code>test</code>" in latest
+    waiting = json.loads((case.settings.reports_dir / "latest.json").read_text())
+    assert waiting["model_version"] == "test" and "at least 100 rows" in waiting["waiting"]
+    assert waiting["text"] is None and "previous_report" not in waiting
 
 
 def test_too_few_rows(case: DriftCase) -> None:
@@ -115,3 +120,30 @@ def test_bad_baseline_names_the_file(
     assert not result.ok
     assert str(baseline) in str(result.error) and message in str(result.error)
     assert reg.get_sample_value("tagwatch_drift_failures_total") == 1
+
+
+def test_after_a_promotion_latest_names_the_new_version_and_links_the_last_report(
+    case: DriftCase, models_dir: Path, tmp_path: Path
+) -> None:
+    """The page every email links never says only "nothing judged": after a promotion it
+    names the served version and links the previous version's last report, which stays."""
+    case.replay(case.later(2020).iloc[:2000], per_bin=1000)
+    first, _ = case.run(case.day0 + pd.Timedelta(days=2, hours=1))
+    assert first.ok and first.bins_judged == 2 and first.report_path is not None
+    words = json.loads(first.report_path.with_suffix(".json").read_text())["text"]
+    copy = tmp_path / "models"
+    shutil.copytree(models_dir, copy)
+    shutil.copytree(copy / "test", copy / "v2")
+    card = json.loads((copy / "v2" / "model_card.json").read_text())
+    (copy / "v2" / "model_card.json").write_text(json.dumps({**card, "version": "v2"}))
+    (copy / "LATEST").write_text("v2\n")
+    # the rows were served by "test": v2 has nothing of its own to judge yet
+    second, _ = case.run(case.day0 + pd.Timedelta(days=2, hours=2), models_dir=copy)
+    assert second.ok and second.bins_judged == 0
+    latest = (case.settings.reports_dir / "latest.html").read_text()
+    assert "waiting for the first complete bin" in latest and "<code>v2</code>" in latest
+    assert f"href='{first.report_path.name}'" in latest and "<code>test</code>" in latest
+    assert words["current_words"][0]["word"] in latest and "red: " in latest
+    waiting = json.loads((case.settings.reports_dir / "latest.json").read_text())
+    assert waiting["previous_report"] == first.report_path.name
+    assert first.report_path.is_file() and first.report_path.with_suffix(".json").is_file()

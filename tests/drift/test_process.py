@@ -86,9 +86,15 @@ def test_scheduler_serves_metrics_reports_and_passes_promtool(
         latest = requests.get(f"{base}/reports/latest.html", timeout=5)
         assert latest.status_code == 200 and latest.headers["Content-Type"].startswith("text/html")
         assert "oov_ratio" in latest.text
-        today = pd.Timestamp.now(tz="UTC").date().isoformat()
-        dated = requests.get(f"{base}/reports/{today}.html", timeout=5)
+        # the run's own report (an email links it), as HTML and JSON, beside latest
+        summary = requests.get(f"{base}/reports/latest.json", timeout=5)
+        assert summary.headers["Content-Type"] == "application/json"
+        run = summary.json()["report"]
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{6}Z\.html", run), run
+        dated = requests.get(f"{base}/reports/{run}", timeout=5)
         assert dated.status_code == 200 and dated.text == latest.text
+        same = requests.get(f"{base}/reports/{run.replace('.html', '.json')}", timeout=5)
+        assert same.json() == summary.json()
         # the report links popmon's assets served next to it, never a CDN (works offline)
         links = re.findall(r'(?:src|href)="?([^" >]+\.(?:js|css))', latest.text)
         assert links and all(link.startswith("assets/") for link in links), links

@@ -6,6 +6,8 @@ current day and is never judged.
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 from prometheus_client import CollectorRegistry
 
@@ -46,7 +48,13 @@ def test_same_period_holdout_stays_green(case: DriftCase) -> None:
     )
     assert registry.get_sample_value("tagwatch_drift_failures_total") == 0
     latest = (case.settings.reports_dir / "latest.html").read_text()
-    dated = (case.settings.reports_dir / f"{now.date().isoformat()}.html").read_text()
+    # the titles read like the baseline's: text green, in the metrics and latest.json too
+    assert result.statuses["text"][0] == 0 and result.values["text"] < 0.56, result.values
+    assert _status(registry, "text") == 0
+    summary = json.loads((case.settings.reports_dir / "latest.json").read_text())
+    assert summary["text"]["status"] == "green" and summary["features"]["text"]["status"] == "green"
+    assert result.report_path is not None
+    dated = result.report_path.read_text()
     assert latest == dated and "top_tag" in latest and "oov_ratio" in latest
     assert "ref_max_prob_diff" in latest and len(latest) < 1_000_000  # opens in a browser
 
@@ -77,8 +85,32 @@ def test_2019_questions_are_red_on_oov_and_top_tag(case: DriftCase) -> None:
     assert result.statuses["title_chars"][0] == 0
 
 
+NEW_WORDS = {
+    "react", "angular", "laravel", "pandas", "dataframe", "flutter", "docker", "aws", "azure",
+    "firebase", "typescript",
+}  # fmt: skip
+NEW_TAGS = {
+    "python-3.x", "reactjs", "node.js", "r", "angular", "pandas", "laravel", "swift",
+    "typescript", "ios",
+}  # fmt: skip
+
+
 def test_2020_questions_are_red_on_oov_and_top_tag(case: DriftCase) -> None:
-    result, _ = _red_on_oov_and_top_tag(case, 2020, feedback_every=2)
+    result, registry = _red_on_oov_and_top_tag(case, 2020, feedback_every=2)
+    # what changed, named: the text is red, with the words, the questions and the new tags
+    assert result.statuses["text"][0] == 2 and result.values["text"] > 0.7, result.values
+    assert _status(registry, "text") == 2
+    summary = json.loads((case.settings.reports_dir / "latest.json").read_text())
+    words = [w["word"] for w in summary["text"]["current_words"]]
+    tags = [t["tag"] for t in summary["unknown_tags"][:15]]
+    print(f"2020 bin: text AUC {summary['text']['auc']}; words {words}; new tags {tags}")
+    assert len(NEW_WORDS & set(words)) >= 3, words
+    assert len(NEW_TAGS & set(tags)) >= 5, tags
+    assert len(summary["text"]["typical_questions"]) == 10
+    assert summary["oov_words"] and summary["features"]["oov_ratio"]["status"] == "red"
+    report = (case.settings.reports_dir / "latest.html").read_text()
+    first = report.index("tagwatch-what-changed")
+    assert first < report.index("tagwatch-summary") and words[0] in report[first:]
     # user tags moved away from the vocabulary (0.70 unknown against 0.585 in validation)
     assert result.values["unknown_feedback_tags_ratio"] > 0.64
     assert result.statuses["unknown_feedback_tags_ratio"][0] >= 1

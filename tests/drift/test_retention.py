@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -27,7 +28,11 @@ def test_blanked_rows_give_the_same_judgement_and_old_reports_go(case: DriftCase
     shutil.rmtree(case.settings.state_dir)  # a cold run reads every (blanked) row again
     after, _ = case.run(now)
     assert after.ok and after.new_rows == 2000
-    assert after.statuses == before.statuses
-    assert after.values == pytest.approx(before.values)
+    # the counts give the same judgement; the text, blanked, is "not enough text" (no light)
+    assert "text" in before.statuses and "text" not in after.statuses
+    assert after.statuses == {f: s for f, s in before.statuses.items() if f != "text"}
+    assert after.values == pytest.approx({f: v for f, v in before.values.items() if f != "text"})
+    summary = json.loads((reports / "latest.json").read_text())
+    assert summary["text"]["status"] == "not enough text" and "features" in summary
     assert not old.exists() and recent.exists()
     assert (reports / "latest.html").is_file() and after.report_path.is_file()

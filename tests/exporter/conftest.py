@@ -10,21 +10,27 @@ from prometheus_client import CollectorRegistry
 
 from exporter.app import create_app
 from exporter.settings import PredictorSettings
+from tests.processes import FEEDBACK_AUTH, ID_SECRET, write_secrets
 
 API_TOKEN = "test-api-token-0123456789"
 LINK_SECRET = "test-link-secret-0123456789"
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+FEEDBACK = FEEDBACK_AUTH  # POST /feedback's credential (the default: token mode)
+ID_KEY = ID_SECRET.encode()  # mints ids this predictor accepts: new_prediction_id(ID_KEY)
 
 
 @pytest.fixture
 def predictor_settings(models_dir: Path, tmp_path: Path) -> PredictorSettings:
     (tmp_path / "api_token").write_text(API_TOKEN + "\n")
     (tmp_path / "link_secret").write_text(LINK_SECRET)
+    secrets = write_secrets(tmp_path / "secrets")
     return PredictorSettings(
         models_dir=models_dir,
         store_url=f"sqlite:///{tmp_path / 'store.sqlite3'}",
         api_token_file=tmp_path / "api_token",
         link_secret_file=tmp_path / "link_secret",
+        feedback_token_file=Path(secrets["TAGWATCH_FEEDBACK_TOKEN_FILE"]),
+        id_secret_file=Path(secrets["TAGWATCH_ID_SECRET_FILE"]),
     )
 
 

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.settings import PredictorSettings
 from exporter.signing import signed_query
-from tests.exporter.conftest import AUTH, LINK_SECRET, metric
+from tests.exporter.conftest import AUTH, FEEDBACK, ID_KEY, LINK_SECRET, metric
 
 QUESTION = {
     "title": "How do I read a CSV file into a pandas DataFrame in python?",
@@ -85,13 +85,17 @@ def test_question_with_no_known_word_gives_an_empty_prediction(
 def test_feedback_scores_and_counts_once(client: FlaskClient, registry: CollectorRegistry) -> None:
     pred = predict(client)
     true = [pred["tags"][0], "some-unknown-tag"]
-    resp = client.post("/feedback", json={"prediction_id": pred["prediction_id"], "tags": true})
+    resp = client.post(
+        "/feedback", headers=FEEDBACK, json={"prediction_id": pred["prediction_id"], "tags": true}
+    )
     assert resp.status_code == 200
     fb = resp.get_json()
     assert fb["coverage"] == pytest.approx(0.5)
     union = len(set(pred["tags"]) | set(true))
     assert fb["jaccard"] == pytest.approx(1 / union)
-    again = client.post("/feedback", json={"prediction_id": pred["prediction_id"], "tags": true})
+    again = client.post(
+        "/feedback", headers=FEEDBACK, json={"prediction_id": pred["prediction_id"], "tags": true}
+    )
     assert again.status_code == 200
     assert again.get_json()["jaccard"] == fb["jaccard"]
     assert again.get_json()["duplicate"] is True
@@ -107,8 +111,13 @@ def test_feedback_scores_and_counts_once(client: FlaskClient, registry: Collecto
 def test_different_second_feedback_conflicts(client: FlaskClient) -> None:
     pred = predict(client)
     pid = pred["prediction_id"]
-    assert client.post("/feedback", json={"prediction_id": pid, "tags": ["c#"]}).status_code == 200
-    resp = client.post("/feedback", json={"prediction_id": pid, "tags": ["java"]})
+    assert (
+        client.post(
+            "/feedback", headers=FEEDBACK, json={"prediction_id": pid, "tags": ["c#"]}
+        ).status_code
+        == 200
+    )
+    resp = client.post("/feedback", headers=FEEDBACK, json={"prediction_id": pid, "tags": ["java"]})
     assert resp.status_code == 409
     assert "already has different feedback" in resp.get_json()["error"]
     assert "c#" not in resp.get_data(as_text=True), "a 409 must not echo someone else's feedback"
@@ -117,17 +126,23 @@ def test_different_second_feedback_conflicts(client: FlaskClient) -> None:
 def test_feedback_tags_are_normalised(client: FlaskClient) -> None:
     pred = predict(client)
     tags = [t.upper() + " " for t in pred["tags"]]
-    resp = client.post("/feedback", json={"prediction_id": pred["prediction_id"], "tags": tags})
+    resp = client.post(
+        "/feedback", headers=FEEDBACK, json={"prediction_id": pred["prediction_id"], "tags": tags}
+    )
     assert resp.get_json() == {"coverage": 1.0, "jaccard": 1.0}
 
 
 def test_unknown_prediction_id_is_404(client: FlaskClient) -> None:
-    resp = client.post("/feedback", json={"prediction_id": "nope", "tags": ["python"]})
+    resp = client.post(
+        "/feedback", headers=FEEDBACK, json={"prediction_id": "nope", "tags": ["python"]}
+    )
     assert resp.status_code == 404
     assert resp.get_json()["field"] == "prediction_id"
     assert client.get("/predictions/nope", headers=AUTH).status_code == 404
     old = f"{10**18:016x}{'0' * 16}"  # minted in 2001: unknown
-    resp = client.post("/feedback", json={"prediction_id": old, "tags": ["python"]})
+    resp = client.post(
+        "/feedback", headers=FEEDBACK, json={"prediction_id": old, "tags": ["python"]}
+    )
     assert resp.status_code == 404
 
 
@@ -138,14 +153,20 @@ def test_feedback_for_a_fresh_unwritten_id_is_pending(
     202 pending (stored once it arrives), never 404 nor a retry; other tags conflict."""
     from store import new_prediction_id
 
-    pid = new_prediction_id()
-    resp = client.post("/feedback", json={"prediction_id": pid, "tags": ["python", "C#"]})
+    pid = new_prediction_id(ID_KEY)
+    resp = client.post(
+        "/feedback", headers=FEEDBACK, json={"prediction_id": pid, "tags": ["python", "C#"]}
+    )
     assert resp.status_code == 202, resp.get_json()
     assert resp.get_json() == {"status": "pending", "prediction_id": pid}
-    again = client.post("/feedback", json={"prediction_id": pid, "tags": ["c#", "python"]})
+    again = client.post(
+        "/feedback", headers=FEEDBACK, json={"prediction_id": pid, "tags": ["c#", "python"]}
+    )
     assert again.status_code == 202
     assert again.get_json() == {"status": "pending", "prediction_id": pid, "duplicate": True}
-    other = client.post("/feedback", json={"prediction_id": pid, "tags": ["java"]})
+    other = client.post(
+        "/feedback", headers=FEEDBACK, json={"prediction_id": pid, "tags": ["java"]}
+    )
     assert other.status_code == 409
     assert "python" not in other.get_data(as_text=True), "a 409 must not echo others' feedback"
     assert metric(registry, "tagwatch_feedback_pending_total") == 1
@@ -194,7 +215,7 @@ def test_non_json_and_wrong_content_type(client: FlaskClient) -> None:
     resp = client.post("/predict", data="{not json", content_type="application/json")
     assert resp.status_code == 400
     assert "not valid JSON" in resp.get_json()["error"]
-    resp = client.post("/feedback", data="", content_type="application/json")
+    resp = client.post("/feedback", headers=FEEDBACK, data="", content_type="application/json")
     assert resp.status_code == 400
 
 
@@ -219,7 +240,7 @@ def test_oversized_request_is_413_json(client: FlaskClient) -> None:
     ],
 )
 def test_feedback_bad_input(client: FlaskClient, payload: dict, fragment: str) -> None:
-    resp = client.post("/feedback", json=payload)
+    resp = client.post("/feedback", headers=FEEDBACK, json=payload)
     assert resp.status_code == 400
     assert fragment in resp.get_json()["error"]
 
@@ -267,7 +288,9 @@ def test_store_failure_never_fails_a_prediction_nor_loses_it(
     store = app.extensions["tagwatch"].store
     assert not store.flush(timeout=1.0)  # the writer keeps failing...
     assert metric(registry, "tagwatch_store_errors_total") >= 1
-    resp = client.post("/feedback", json={"prediction_id": body["prediction_id"], "tags": ["x"]})
+    resp = client.post(
+        "/feedback", headers=FEEDBACK, json={"prediction_id": body["prediction_id"], "tags": ["x"]}
+    )
     assert resp.status_code == 503
     assert "unavailable" in resp.get_json()["error"]
     assert resp.headers["Retry-After"]
@@ -292,7 +315,11 @@ def test_unwritable_store_is_not_ready(
 
 def test_metrics_pass_promtool(client: FlaskClient, tmp_path: Path) -> None:
     pred = predict(client)
-    client.post("/feedback", json={"prediction_id": pred["prediction_id"], "tags": ["python"]})
+    client.post(
+        "/feedback",
+        headers=FEEDBACK,
+        json={"prediction_id": pred["prediction_id"], "tags": ["python"]},
+    )
     client.post("/predict", json={"title": ""})
     text = client.get("/metrics").get_data(as_text=True)
     assert "tagwatch_http_requests_total" in text
@@ -312,7 +339,9 @@ def test_metrics_and_store_can_be_switched_off(
     body = predict(client)
     assert body["tags"]
     assert registry.get_sample_value("tagwatch_predictions_total") is None
-    resp = client.post("/feedback", json={"prediction_id": body["prediction_id"], "tags": ["x"]})
+    resp = client.post(
+        "/feedback", headers=FEEDBACK, json={"prediction_id": body["prediction_id"], "tags": ["x"]}
+    )
     assert resp.status_code == 503
 
 

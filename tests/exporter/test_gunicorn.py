@@ -22,7 +22,9 @@ AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 @contextmanager
-def serve(models_dir: Path, tmp_path: Path, port: int, workers: int = 3) -> Iterator[str]:
+def serve(
+    models_dir: Path, tmp_path: Path, port: int, workers: int = 3, **extra_env: str
+) -> Iterator[str]:
     """The real predictor on ``port`` with its store in ``tmp_path`` (kept across restarts)."""
     (tmp_path / "api_token").write_text(API_TOKEN)
     proc = start_predictor(
@@ -32,6 +34,7 @@ def serve(models_dir: Path, tmp_path: Path, port: int, workers: int = 3) -> Iter
         tmp_path / "store.sqlite3",
         TAGWATCH_WORKERS=str(workers),
         TAGWATCH_API_TOKEN_FILE=str(tmp_path / "api_token"),
+        **extra_env,
     )
     try:
         yield f"http://127.0.0.1:{port}"

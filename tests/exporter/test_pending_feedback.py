@@ -48,6 +48,9 @@ def replicas(
             "models_dir": models_dir,
             "store_url": f"sqlite:///{tmp_path / 'store.sqlite3'}",
             "store_spool_dir": tmp_path / f"spool-{name}",
+            # not about credentials: open feedback, ids without a tag (the behaviour without
+            # an id secret; tests/exporter/test_credentials.py has the signed ids)
+            "feedback_auth": "open",
             **settings,
         }
         app = create_app(PredictorSettings(**options), registry)  # type: ignore[arg-type]

@@ -33,13 +33,15 @@ def readme_commands() -> list[str]:
 def test_readme_curl_examples_work(
     models_dir: Path, tmp_path: Path, free_port: Callable[[], int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the predictor and the README's curl read the API token from the same file
+    # the predictor and the README's curl read the API token from the same file, and the
+    # feedback token (written by start_predictor; feedback needs it: token mode)
     (tmp_path / "api_token").write_text("readme-api-token-0123456789\n")
     monkeypatch.setenv("TAGWATCH_API_TOKEN_FILE", str(tmp_path / "api_token"))
+    monkeypatch.setenv("TAGWATCH_FEEDBACK_TOKEN_FILE", str(tmp_path / "secrets" / "feedback_token"))
     commands = readme_commands()
     assert len(commands) >= 8 and all("localhost:8000" in c for c in commands if "curl" in c)
     port = free_port()
-    with serve(models_dir, tmp_path, port):
+    with serve(models_dir, tmp_path, port, TAGWATCH_FEEDBACK_AUTH="token"):
         script = "set -euo pipefail\n" + "\n".join(
             f"echo '>>>'; {c.replace('localhost:8000', f'127.0.0.1:{port}')}" for c in commands
         )

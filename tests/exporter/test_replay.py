@@ -16,7 +16,7 @@ import requests
 from exporter.replay import ReplayConfig, Replayer, main, schedule, select_questions
 from tagger.data import load_questions
 from tagger.settings import TagwatchSettings
-from tests.processes import metric_value, start_predictor
+from tests.processes import FEEDBACK_TOKEN, metric_value, start_predictor
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +78,23 @@ def test_cli_fails_clearly_without_a_predictor(
 
 
 @pytest.fixture(scope="module")
-def predictor_url(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def replay_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("replay-predictor")
+
+
+@pytest.fixture(scope="module")
+def predictor_url(models_dir: Path, replay_work: Path) -> Iterator[str]:
+    """Feedback needs the token, and a client address gets 5 requests a second: the replay
+    (one address, 100/s) gets through only because it sends the token."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = start_predictor(models_dir, port, tmp_path_factory.mktemp("replay-predictor"))
+    proc = start_predictor(
+        models_dir, port, replay_work, TAGWATCH_FEEDBACK_AUTH="token",
+        TAGWATCH_RATE_LIMIT_PER_SECOND="5", TAGWATCH_RATE_LIMIT_BURST="5",
+    )  # fmt: skip
     yield f"http://127.0.0.1:{port}"
     proc.stop()
 
@@ -97,8 +107,9 @@ def test_replay_sends_questions_in_order_and_feedback_after_the_delay(
     picked = pd.concat([early, late], ignore_index=True)
     before = requests.get(f"{predictor_url}/metrics", timeout=5).text
     replayer = Replayer(
-        ReplayConfig(url=predictor_url, speed=0, rate=100, feedback_delay=0.3, progress=False)
-    )
+        ReplayConfig(url=predictor_url, speed=0, rate=100, feedback_delay=0.3, progress=False,
+                     feedback_token=FEEDBACK_TOKEN)
+    )  # fmt: skip
     replayer.wait_ready()
     summary = replayer.run(picked)
 
@@ -128,15 +139,29 @@ def test_replay_sends_questions_in_order_and_feedback_after_the_delay(
 
 
 def test_cli_replays_bodies_and_prints_the_summary(
-    predictor_url: str, tagwatch_settings: TagwatchSettings
+    predictor_url: str, tagwatch_settings: TagwatchSettings, replay_work: Path
 ) -> None:
+    argv = [sys.executable, "-m", "exporter.replay", "--url", predictor_url, "--source",
+            "bodies", "--since", "2019-01-01", "--limit", "5", "--speed", "0",
+            "--feedback-delay", "0", "--quiet"]  # fmt: skip
+    env = {"TAGWATCH_DATA_DIR": str(tagwatch_settings.data_dir), "PATH": "/usr/bin:/bin"}
+    # the token from TAGWATCH_FEEDBACK_TOKEN_FILE, as `make demo` runs it
+    token_file = str(replay_work / "secrets" / "feedback_token")
     proc = subprocess.run(
-        [sys.executable, "-m", "exporter.replay", "--url", predictor_url, "--source", "bodies",
-         "--since", "2019-01-01", "--limit", "5", "--speed", "0", "--feedback-delay", "0",
-         "--quiet"],
-        capture_output=True, text=True, timeout=120,
-        env={"TAGWATCH_DATA_DIR": str(tagwatch_settings.data_dir), "PATH": "/usr/bin:/bin"},
+        argv, capture_output=True, text=True, timeout=120,
+        env={**env, "TAGWATCH_FEEDBACK_TOKEN_FILE": token_file},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "5 questions sent, 5 predicted, 5 feedback, 0 errors" in proc.stdout
     assert "mean Jaccard seen" in proc.stdout
+    # without it: every feedback refused (401), said in the summary
+    proc = subprocess.run(
+        [*argv, "--rate", "2"], capture_output=True, text=True, timeout=120, env=env
+    )  # fmt: skip
+    assert "5 predicted, 0 feedback, 5 errors" in proc.stdout, proc.stdout + proc.stderr
+    assert "HTTP 401" in proc.stderr
+    bad = subprocess.run(
+        [*argv, "--feedback-token-file", "/nonexistent"], capture_output=True, text=True,
+        timeout=120, env=env,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--feedback-token-file: cannot read /nonexistent" in bad.stderr

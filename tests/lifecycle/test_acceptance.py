@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 import pandas as pd
+import pytest
 import requests
 
 from exporter.replay import ReplayConfig, Replayer
@@ -45,6 +46,7 @@ def replay(url: str, questions: pd.DataFrame) -> float:
     return summary.mean_jaccard
 
 
+@pytest.mark.slow
 def test_retraining_on_feedback_raises_jaccard_on_the_following_questions(
     champion_2011: RetrainEnv,
     tagwatch_settings: TagwatchSettings,
@@ -78,6 +80,15 @@ def test_retraining_on_feedback_raises_jaccard_on_the_following_questions(
         assert outcome["outcome"] == "promoted", line
         assert line.startswith("retrain promoted v2 over v1: Jaccard on the ")
         assert outcome["verdict"].startswith("data drift")
+        # the line names what the challenger learnt: the 2019-2020 tags it adds
+        added = outcome["vocabulary"].removeprefix("vocabulary: added ").split(";")[0]
+        new_tags = {"python-3.x", "reactjs", "node.js", "angular", "pandas", "typescript"}
+        assert len(new_tags & set(added.replace(",", " ").split())) >= 3, outcome["vocabulary"]
+        assert outcome["vocabulary"] in line
+        # honest feedback passes every trust check: sanity, the gain beyond noise, the anchor
+        assert outcome["feedback"] and not any(c["failed"] for c in outcome["feedback"])
+        assert outcome["gain"]["low"] > 0.01
+        assert outcome["anchor"]["challenger"] >= outcome["anchor"]["floor"]
 
         from lifecycle.registry import Registry
 
@@ -97,15 +108,22 @@ def test_retraining_on_feedback_raises_jaccard_on_the_following_questions(
 
     champion = load_artefact(rt.settings.models_dir, "test").model
     before = evaluate(champion, following, set(champion.classes))
-    challenger = load_artefact(rt.settings.models_dir, new_version).model
+    challenger_artefact = load_artefact(rt.settings.models_dir, new_version)
+    challenger = challenger_artefact.model
     after = evaluate(challenger, following, set(challenger.classes))
+    # trained_until is the newest question it learnt from, and it carries the pinned canary set
+    card = challenger_artefact.card
+    assert card["training_period"]["cutoff"][:4] == time.strftime("%Y", time.gmtime())
+    assert card["canary"]["inherited"] and card["canary"]["rows"] == 500
     print(
         f"\nacceptance: replayed {len(labelled)} labelled questions (2019 - Feb 2020, served "
         f"Jaccard {served_before:.3f}); {line}\n"
         f"swap seen by clients after {swap_seconds:.1f} s; following {len(following)} questions "
         f"(latest 2020): Jaccard 2011 champion {before['jaccard']:.3f} -> served by the "
         f"challenger {served_after:.3f} (offline {after['jaccard']:.3f}); coverage "
-        f"{before['coverage']:.3f} -> {after['coverage']:.3f}; {time.monotonic() - t0:.0f} s"
+        f"{before['coverage']:.3f} -> {after['coverage']:.3f}; {time.monotonic() - t0:.0f} s\n"
+        f"gate: gain {outcome['gain']}; anchor {outcome['anchor']}; feedback checks "
+        + ", ".join(f"{c['check']} {c['value']:.3f}/{c['threshold']}" for c in outcome["feedback"])
     )
     assert abs(served_after - after["jaccard"]) < 0.005  # the predictor served the challenger
     assert served_after > before["jaccard"] + 0.05

@@ -4,38 +4,65 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from lifecycle.dataset import DatasetError, build_dataset, labelled_questions, split_recent
-from lifecycle.gate import GateRules, decide, drift_verdict, recovery_share
+from lifecycle.gate import (
+    AnchorCheck,
+    GateRules,
+    decide,
+    drift_verdict,
+    paired_bootstrap,
+    recovery_share,
+)
 from lifecycle.settings import LifecycleSettings
 
 CHAMP = {"jaccard": 0.12, "coverage": 0.13}
 
 
+# measured on the real canary set (500 questions of late 2011) by the calibration in the README:
+# the 2011 champion, a challenger trained on honest 2019-2020 feedback, one on 80 % "javascript"
+HOLDS = AnchorCheck(champion=0.1846, challenger=0.0894, reference=0.1846, rows=500, min_ratio=0.3)
+COLLAPSES = AnchorCheck(
+    champion=0.1846, challenger=0.0224, reference=0.1846, rows=500, min_ratio=0.3
+)
+
+
 def test_promotes_only_when_every_rule_holds() -> None:
     rules = GateRules(min_jaccard_gain=0.01, max_coverage_drop=0.0, min_holdout_rows=200)
-    ok = decide(CHAMP, {"jaccard": 0.20, "coverage": 0.21}, 1000, rules)
+    ok = decide(CHAMP, {"jaccard": 0.20, "coverage": 0.21}, 1000, rules, anchor=HOLDS)
     assert ok.promote and ok.failed == []
-    small_gain = decide(CHAMP, {"jaccard": 0.125, "coverage": 0.21}, 1000, rules)
+    assert "canary Jaccard 0.1846 -> 0.0894 on 500 trusted questions" in ok.reason
+    small_gain = decide(CHAMP, {"jaccard": 0.125, "coverage": 0.21}, 1000, rules, anchor=HOLDS)
     assert not small_gain.promote and small_gain.failed == ["jaccard_gain"]
     assert "margin 0.0100" in small_gain.reason
-    cov = decide(CHAMP, {"jaccard": 0.20, "coverage": 0.12}, 1000, rules)
+    cov = decide(CHAMP, {"jaccard": 0.20, "coverage": 0.12}, 1000, rules, anchor=HOLDS)
     assert cov.failed == ["coverage"] and "coverage 0.1200 vs champion 0.1300" in cov.reason
-    few = decide(CHAMP, {"jaccard": 0.20, "coverage": 0.21}, 150, rules)
+    few = decide(CHAMP, {"jaccard": 0.20, "coverage": 0.21}, 150, rules, anchor=HOLDS)
     assert few.failed == ["min_rows"] and "150 questions" in few.reason
+    collapse = decide(CHAMP, {"jaccard": 0.80, "coverage": 0.81}, 1000, rules, anchor=COLLAPSES)
+    assert collapse.failed == ["canary"] and "collapses on the trusted set" in collapse.reason
+    assert "floor 0.0554 = 0.30 x 0.1846" in collapse.reason
+    # a champion without a canary set: nothing trusted, no automatic promotion
+    blind = decide(CHAMP, {"jaccard": 0.20, "coverage": 0.21}, 1000, rules)
+    assert blind.failed == ["canary"] and "no canary set" in blind.reason
 
 
 def test_each_rule_has_an_off_switch() -> None:
     settings = LifecycleSettings(
-        gate_require_jaccard_gain=False, gate_require_coverage=False, gate_require_min_rows=False
+        gate_require_jaccard_gain=False,
+        gate_require_coverage=False,
+        gate_require_min_rows=False,
+        gate_require_canary=False,
     )
     rules = GateRules.from_settings(settings)
-    assert rules == GateRules(None, None, None)
+    assert rules == GateRules(None, None, None, None)
     assert decide(CHAMP, {"jaccard": 0.10, "coverage": 0.01}, 3, rules).promote
     on = GateRules.from_settings(LifecycleSettings(gate_min_jaccard_gain=0.05))
     assert on.min_jaccard_gain == 0.05 and on.min_holdout_rows == 200
+    assert on.canary_min_ratio == 0.3 and on.confidence == 0.95 and on.resamples == 2000
 
 
 def test_no_champion_promotes_the_first_model() -> None:
@@ -54,6 +81,39 @@ def test_recovery_share_tells_data_from_concept_drift() -> None:
     assert drift_verdict(0.9, 0.5).startswith("data drift")
     assert drift_verdict(0.2, 0.5).startswith("concept drift suspected: retraining is not enough")
     assert drift_verdict(None, 0.5).startswith("no quality gap")
+    # measured on the poisoned slice the challenger "recovers 100 %"; the trusted set says no
+    poisoned = drift_verdict(recovery_share(0.19, 0.09, 0.82), 0.5, COLLAPSES)
+    assert poisoned.startswith("no drift verdict: the challenger collapses on the trusted set")
+    assert "100%" not in poisoned
+    honest = drift_verdict(recovery_share(0.19, 0.12, 0.20), 0.5, HOLDS)
+    assert honest.startswith("data drift: retraining recovered 100%") and "canary" in honest
+
+
+def test_paired_bootstrap_separates_gain_from_noise() -> None:
+    rng = np.random.default_rng(7)
+    champion = rng.choice([0.0, 0.2, 0.25, 0.33, 0.5, 1.0], size=300)
+    # no real difference: each question's score moves at random either way
+    noise = np.clip(champion + rng.normal(0, 0.15, 300), 0, 1)
+    flat = paired_bootstrap(noise, champion)
+    assert flat.low < flat.point < flat.high and flat.low < 0.01
+    assert paired_bootstrap(noise, champion) == flat  # seeded: the same slice, the same answer
+    rules = GateRules()
+    scores = {"jaccard": 0.3, "coverage": 0.3}
+    rejected = decide(scores, scores, 300, rules, gain=flat, anchor=HOLDS)
+    assert rejected.failed == ["jaccard_gain"]
+    assert "95% interval [" in rejected.reason and "over 300 paired questions" in rejected.reason
+    assert "lower bound not above the margin 0.0100" in rejected.reason
+    better = paired_bootstrap(np.clip(champion + 0.08, 0, 1), champion)
+    assert better.low > 0.05
+    promoted = decide(scores, scores, 300, rules, gain=better, anchor=HOLDS)
+    assert promoted.promote and "95% interval" in promoted.reason
+    # more questions, a narrower interval; a wider confidence, a wider interval
+    wide = paired_bootstrap(noise[:75], champion[:75])
+    assert wide.high - wide.low > flat.high - flat.low
+    c99 = paired_bootstrap(noise, champion, confidence=0.99)
+    assert c99.low < flat.low and c99.high > flat.high
+    empty = paired_bootstrap(np.array([]), np.array([]))
+    assert empty.rows == 0 and math.isnan(empty.low)
 
 
 def _frame(n: int) -> pd.DataFrame:
@@ -94,3 +154,19 @@ def test_vocabulary_comes_from_the_window_even_with_original_data() -> None:
     assert len(data.train) == 300 + 136
     with pytest.raises(DatasetError, match="too few"):
         build_dataset(_frame(20), k=2, holdout_share=0.2, holdout_days=None, tuning_share=0.15)
+
+
+def test_degenerate_data_is_not_enough_data_before_any_fit() -> None:
+    single = _frame(400).assign(tags=[["python"]] * 400)
+    with pytest.raises(DatasetError, match=r"0 tag\(s\) with both positive and negative"):
+        build_dataset(single, k=10, holdout_share=0.2, holdout_days=None, tuning_share=0.15)
+    # 600 labelled questions: a hold-out of 120, under the gate's minimum of 200
+    with pytest.raises(DatasetError, match="hold-out slice has 120, fewer than the gate's minimum"):
+        build_dataset(
+            _frame(600), k=2, holdout_share=0.2, holdout_days=None, tuning_share=0.15,
+            min_holdout=200,
+        )  # fmt: skip
+    # a tag every training question carries is left out of the vocabulary, not a crash
+    mixed = _frame(200).assign(tags=[["common", "rust" if i % 2 else "go"] for i in range(200)])
+    data = build_dataset(mixed, k=3, holdout_share=0.2, holdout_days=None, tuning_share=0.15)
+    assert data.classes == ["go", "rust"]

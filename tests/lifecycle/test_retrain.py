@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tagger.data import load_questions
 from tagger.settings import TagwatchSettings
@@ -107,7 +108,7 @@ def test_too_few_labelled_questions_skip_and_say_so(
     )
     result = run_cli(rt)
     assert result.returncode == 3, result.stderr[-3000:]
-    assert "retrain skipped: 40 labelled questions between" in result.stdout
+    assert "retrain skipped: not enough data: 40 labelled questions between" in result.stdout
     assert "fewer than 500" in result.stdout
     champion, versions, _, _ = snapshot(rt)
     assert (champion, versions) == (1, [1])
@@ -144,3 +145,55 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(champion_2011: RetrainEn
         assert "Traceback" not in result.stderr
     assert snapshot(rt) == before
     assert not Path(rt.root / "nowhere").exists()
+
+
+def models_on_disk(rt: RetrainEnv) -> list[str]:
+    return sorted(p.name for p in rt.settings.models_dir.iterdir() if p.is_dir())
+
+
+def failed_runs(rt: RetrainEnv) -> int:
+    from mlflow import MlflowClient
+
+    from lifecycle.registry import Registry
+
+    experiment = Registry(rt.settings).experiment_id
+    return len(MlflowClient().search_runs([experiment], "tags.decision = 'failed'"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("case", "n", "message"),
+    [
+        ("a single tag everywhere", 1200, "0 tag(s) with both positive and negative"),
+        ("600 labelled questions", 600, "the hold-out slice has 120, fewer than the gate's"),
+    ],
+)
+def test_degenerate_data_is_skipped_as_not_enough_data_without_a_fit(
+    champion_2011: RetrainEnv,
+    tagwatch_settings: TagwatchSettings,
+    case: str,
+    n: int,
+    message: str,
+) -> None:
+    rt = champion_2011
+    questions = late_2011(tagwatch_settings, n)
+    if case == "a single tag everywhere":
+        questions = questions.assign(tags=[["python"]] * n)
+    fill_store(
+        rt.settings.store_url, rt.settings.models_dir / "test", questions, time.time() - 86400
+    )
+    before = snapshot(rt)
+    on_disk = models_on_disk(rt)
+    t0 = time.monotonic()
+    result = run_cli(rt)
+    seconds = time.monotonic() - t0
+    line = result.stdout.strip().splitlines()[-1]
+    print(f"\n{case}: exit {result.returncode} in {seconds:.1f} s: {line}")
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert line.startswith("retrain skipped: not enough data: ") and message in line
+    assert "Traceback" not in result.stderr and "ValueError" not in result.stderr
+    champion, versions, runs, pointer = snapshot(rt)
+    assert (champion, versions, pointer) == before[:2] + before[3:]  # nothing registered
+    assert runs == before[2] + 1  # the skip itself is recorded
+    assert failed_runs(rt) == 0  # not a failure (RetrainFailing stays quiet)
+    assert models_on_disk(rt) == on_disk  # no fit: no new artefact

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -285,7 +286,8 @@ def test_local_pointer_swap_refuses_a_broken_model(
     small_artefacts: dict[str, Path], tmp_path: Path, free_port: Callable[[], int]
 ) -> None:
     """``TAGWATCH_FOLLOW_REGISTRY=false``: models/LATEST is followed; a model that does not load
-    is refused (the pointer goes back, the old model keeps serving, nothing fails)."""
+    is refused (the old model keeps serving, nothing fails, /readyz warns; the pointer still
+    names what is wanted), and tried again once its file is repaired, with no restart."""
     models = tmp_path / "models"
     cache_artefact(small_artefacts["small-k20"], models)
     broken = models / "broken"
@@ -309,9 +311,32 @@ def test_local_pointer_swap_refuses_a_broken_model(
             time.sleep(1.0)
         assert not load.failed(), load.failed()[:3]
         assert {a.version for a in load.answers} == {"small-k20"}
-        assert (models / "LATEST").read_text().strip() == "small-k20"
+        # the predictor never rewrites the shared pointer: it still names the wanted version
+        assert (models / "LATEST").read_text().strip() == "broken"
         wait_served(proc, url, "small-k20", timeout=30)
         assert "model broken refused" in proc.log_path.read_text()
+        ready = requests.get(f"{url}/readyz", timeout=5)
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["refused_model"]["version"] == "broken"
+        assert "cannot load model" in ready.json()["warnings"][0]
+        assert (
+            metric_value(
+                metrics(url),
+                "tagwatch_model_refused_info",
+                'reason="unloadable",served="small-k20",version="broken"',
+            )
+            == 1
+        )
+        time.sleep(3 * POLL)  # unchanged: not tried again (one refusal, no retry loop)
+        assert metric_value(metrics(url), "tagwatch_model_swaps_total", 'outcome="refused"') == 1
+        # repaired (a good model file in its place): tried again on the next poll
+        t_repaired = time.monotonic()
+        shutil.copy(small_artefacts["small-k30"] / "model.joblib", broken / "model.joblib")
+        wait_served(proc, url, "broken", timeout=60)
+        back = time.monotonic() - t_repaired
+        assert "tagwatch_model_refused_info{" not in metrics(url)
+        assert "warnings" not in requests.get(f"{url}/readyz", timeout=5).json()
+        print(f"repaired model file served again {back:.1f} s later (poll {POLL} s), no restart")
 
 
 def run_main(
@@ -363,12 +388,18 @@ def test_promote_bad_input_changes_nothing(
     champion = registry.champion()
     assert champion is not None and champion.version == 1, "the alias must not move"
     assert len(registry.client.search_runs([registry.experiment_id])) == runs_before
-    # promoting the champion again changes nothing either
+    # promoting the champion again keeps the alias and re-stamps the version (a predictor
+    # that refused it tries it again): one more promotion run, with who and why
+    stamp = champion.tags.get("promoted_at")
+    time.sleep(1.1)  # promoted_at has a 1 s resolution
     code, out_, _ = run_main(
-        monkeypatch, capsys, registry_settings, "promote", "--version", "1", "--reason", "r"
+        monkeypatch, capsys, registry_settings, "promote", "--version", "1", "--reason", "again"
     )
-    assert code == 0 and "nothing changed" in out_
-    assert len(registry.client.search_runs([registry.experiment_id])) == runs_before
+    assert code == 0 and "is already version 1: promoted again" in out_, out_
+    again = registry.champion()
+    assert again is not None and again.version == 1
+    assert again.tags["promoted_reason"] == "again" and again.tags["promoted_at"] != stamp
+    assert len(registry.client.search_runs([registry.experiment_id])) == runs_before + 1
 
 
 def test_workers_never_import_mlflow(models_dir: Path, tmp_path: Path) -> None:

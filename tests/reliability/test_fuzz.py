@@ -52,6 +52,11 @@ def fuzz_app(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         store_url=f"sqlite:///{tmp / 'store.sqlite3'}",
         api_token_file=tmp / "token",
         link_secret_file=tmp / "link",
+        # open feedback (most generated bodies reach the parser) with a token: a request with
+        # the right one is "token", a wrong one is a 401; ids are signed
+        feedback_auth="open",
+        feedback_token_file=tmp / "token",
+        id_secret_file=tmp / "link",
     )
     app = create_app(settings)
     yield app

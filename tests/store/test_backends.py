@@ -92,6 +92,24 @@ def test_pending_feedback_resolves_once_its_prediction_arrives(store_url: str) -
     store.close()
 
 
+def test_feedback_keeps_its_source_directly_and_through_pending(store_url: str) -> None:
+    """Which credential sent each feedback is stored (issue 15), pending feedback included,
+    and comes back in ``labelled`` (the retraining data, the weekly summary's counts)."""
+    store = open_store(store_url)
+    direct, later = record(created_at=1000.0), record(created_at=1001.0)
+    store.save_prediction(direct)
+    assert store.save_feedback(FeedbackRecord(direct.id, ["python"], 1.0, 1.0, 0, source="token"))
+    assert store.get_feedback(direct.id).source == "token"  # type: ignore[union-attr]
+    assert store.save_pending_feedback(later.id, ["go"], 0, time.time(), source="open") == "queued"
+    store.save_prediction(later)
+    stored, _ = store.resolve_pending_feedback(lambda p, g: (1.0, 1.0), expire_before=0.0)
+    assert [(f.prediction_id, f.source) for f in stored] == [(later.id, "open")]
+    assert store.get_feedback(later.id).source == "open"  # type: ignore[union-attr]
+    labelled = store.labelled(0.0, 2000.0)
+    assert list(labelled["source"]) == ["token", "open"]
+    store.close()
+
+
 def test_prune_blanks_text_then_deletes_rows(store_url: str) -> None:
     store = open_store(store_url)
     batch = rows(30, start=1000.0)
@@ -119,6 +137,73 @@ def test_a_reader_never_creates_a_store(store_url: str) -> None:
         with pytest.raises(StoreError, match="read-only"):
             reader.save_predictions([record()])
     reader.close()
+
+
+def _statements(store: Any) -> list[str]:
+    """Record the SQL a store sends from now on (this thread; SQLite trace / engine event)."""
+    seen: list[str] = []
+    if isinstance(store, SQLStore):
+        sa.event.listen(store.engine, "before_cursor_execute",
+                        lambda conn, cursor, sql, *a: seen.append(sql))  # fmt: skip
+    else:
+        store.connection().set_trace_callback(seen.append)
+    return seen
+
+
+def test_count_labelled_is_one_count_query(store_url: str) -> None:
+    """The lifecycle's "enough new feedback?" check (every webhook): one COUNT, the same number
+    as the rows ``labelled`` reads, on both backends."""
+    store = open_store(store_url)
+    batch = rows(1500, start=1000.0)
+    store.save_predictions(batch)
+    for r in batch[::2]:  # every other question labelled
+        store.save_feedback(FeedbackRecord(r.id, ["python"], 1.0, 1.0, 0, created_at=r.created_at))
+    store.save_feedback(FeedbackRecord("f" * 32, ["go"], 0.0, 0.0, 0))  # no prediction: not counted
+    reader = open_store(store_url, readonly=True)
+    for since, until in ((0.0, 5000.0), (1000.0, 1100.0), (1101.0, 1102.0), (9e9, 9e9 + 1)):
+        assert reader.count_labelled(since, until) == len(reader.labelled(since, until))
+    assert reader.count_labelled(0.0, 5000.0) == 750
+    seen = _statements(reader)
+    assert reader.count_labelled(1000.0, 2000.0) == 500
+    counts = [q for q in seen if q.strip().upper().startswith("SELECT")]
+    assert len(counts) == 1 and "COUNT(*)" in counts[0], seen
+    # paired, interleaved rounds: the COUNT against the full read it replaced
+    timings: dict[str, list[float]] = {"count": [], "labelled": []}
+    for _ in range(5):
+        for name, fn in (("count", reader.count_labelled), ("labelled", reader.labelled)):
+            t0 = time.perf_counter()
+            fn(0.0, 5000.0)
+            timings[name].append(time.perf_counter() - t0)
+    best = {k: min(v) * 1000 for k, v in timings.items()}
+    backend = "PostgreSQL" if isinstance(reader, SQLStore) else "SQLite"
+    print(f"{backend}, 750 labelled of 1,500: count_labelled {best['count']:.2f} ms, "
+          f"labelled() {best['labelled']:.2f} ms (best of 5, interleaved)")  # fmt: skip
+    reader.close()
+    store.close()
+
+
+def test_texts_are_an_even_sample_of_the_period_with_their_feedback(store_url: str) -> None:
+    """The drift job's text sample: at most ``limit`` rows spread over the whole period."""
+    store = open_store(store_url)
+    batch = rows(1000, start=1000.0)
+    for i, r in enumerate(batch):
+        r.title = f"question {i}"
+    store.save_predictions(batch)
+    store.save_feedback(FeedbackRecord(batch[0].id, ["python", "flutter"], 0.5, 0.5, 1))
+    reader = open_store(store_url, readonly=True)
+    sample = reader.texts(1000.0, 2000.0, limit=100)
+    assert 90 <= len(sample) <= 100
+    numbers = sorted(int(t.split()[1]) for t in sample["title"])
+    assert numbers[0] < 20 and numbers[-1] > 980  # the whole period, not its first rows
+    assert list(sample.columns) == ["title", "url", "model_version", "feedback_tags"]
+    everything = reader.texts(1000.0, 2000.0, limit=5000)
+    assert len(everything) == 1000
+    given = everything.loc[everything["title"] == "question 0", "feedback_tags"].iloc[0]
+    assert given == ["python", "flutter"]
+    assert everything["feedback_tags"].isna().sum() == 999
+    assert reader.texts(5000.0, 6000.0, limit=10).empty
+    reader.close()
+    store.close()
 
 
 def test_postgresql_urls_open_the_sql_store_and_spool_locally(postgres_url: str) -> None:

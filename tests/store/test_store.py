@@ -343,3 +343,50 @@ def test_spool_lines_roundtrip() -> None:
     r = record()
     r.title = "python \ud800 ü"
     assert decode_record(encode_record(r)) == r
+
+
+def test_an_older_sqlite_file_gets_the_new_columns_and_keeps_its_rows(tmp_path: Path) -> None:
+    """A store written before feedback had a source (issue 15) opens as it is: the columns are
+    added, old feedback reads as "unknown", and a reader of the not-yet-upgraded file works."""
+    db = tmp_path / "old.sqlite3"
+    r = record(created_at=100.0)
+    legacy = SQLiteStore(db)
+    legacy.save_prediction(r)
+    legacy.close()
+    conn = sqlite3.connect(db)
+    for table in ("feedback", "feedback_pending"):  # as written before the column existed
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN source")
+    conn.execute(
+        "INSERT INTO feedback (prediction_id, created_at, tags, coverage, jaccard, n_tags, "
+        "n_unknown_tags) VALUES (?, 101.0, '[\"python\"]', 1.0, 1.0, 1, 0)",
+        (r.id,),
+    )
+    conn.commit()
+    conn.close()
+    reader = SQLiteStore(db, readonly=True)
+    assert list(reader.labelled(0.0, 200.0)["source"]) == ["unknown"]
+    assert reader.get_feedback(r.id).source == "unknown"  # type: ignore[union-attr]
+    reader.close()
+    store = SQLiteStore(db)  # the predictor's open: columns added
+    for table in ("feedback", "feedback_pending"):
+        assert "source" in {row[1] for row in store.connection().execute(
+            f"PRAGMA table_info({table})")}  # fmt: skip
+    assert store.get_feedback(r.id).source == "unknown"  # type: ignore[union-attr]
+    assert store.save_pending_feedback("a" * 32, ["go"], 0, time.time(), source="token") == "queued"
+    store.close()
+
+
+def test_signed_prediction_ids_verify_without_the_store() -> None:
+    from store import id_signed_by, is_unsigned_id, minted_at
+
+    key, other = b"k" * 32, b"o" * 32
+    pid = new_prediction_id(key)
+    assert len(pid) == 48 and id_signed_by(pid, key) and not id_signed_by(pid, other)
+    assert abs(minted_at(pid) - time.time()) < 5  # type: ignore[operator]
+    forged = pid[:32] + ("0" if pid[32] != "0" else "1") + pid[33:]
+    assert not id_signed_by(forged, key)
+    assert not id_signed_by(pid[:32], key) and is_unsigned_id(pid[:32])
+    assert not id_signed_by(pid.upper(), key) and minted_at(pid.upper()) is None
+    assert not id_signed_by("x" * 48, key) and minted_at("nope") is None
+    a, b = new_prediction_id(key), new_prediction_id(key)
+    assert a < b, "ids stay ordered by time"

@@ -86,7 +86,10 @@ def test_baseline_is_held_out(models_dir: Path, validation: pd.DataFrame) -> Non
     card = read_card(models_dir / "test")
     assert len(baseline) == card["rows"]["baseline"] == len(validation.iloc[0::2])
     assert baseline["created_at"].min() >= validation["created_at"].min()
-    assert list(baseline.columns) == ["created_at", *FEATURE_COLUMNS]
+    assert list(baseline.columns) == ["created_at", *FEATURE_COLUMNS, "title", "url"]
+    # the text judgement's baseline: the same questions' titles, with their links
+    assert baseline["title"].tolist() == validation.iloc[0::2]["title"].tolist()
+    assert baseline["url"].str.startswith("https://stackoverflow.com/").all()
 
 
 def test_top_k_is_deterministic() -> None:
