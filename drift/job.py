@@ -232,7 +232,7 @@ def _effect_rows(
 def _anchor(feature: str) -> str:
     """Where a feature's row links: popmon's comparison, or the What changed section."""
     if feature == TEXT_FEATURE:
-        return "tagwatch-what-changed"
+        return "tagwatch-changes"  # popmon's script renames the sections' own ids
     return f"{html.escape(feature)}-ref_max_prob_diff"
 
 

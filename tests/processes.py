@@ -172,6 +172,18 @@ def write_secrets(directory: Path) -> dict[str, str]:
     }
 
 
+LIFECYCLE_TOKEN = "test-lifecycle-token-0123456789"
+
+
+def write_lifecycle_token(directory: Path) -> dict[str, str]:
+    """The lifecycle service's bearer token file in ``directory`` (private); its setting."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "lifecycle_token"
+    path.write_text(LIFECYCLE_TOKEN + "\n")
+    path.chmod(0o600)
+    return {"TAGWATCH_LIFECYCLE_TOKEN_FILE": str(path)}
+
+
 def predictor_env(
     models_dir: Path, port: int, store_path: Path, multiproc_dir: Path
 ) -> dict[str, str]:

@@ -38,6 +38,7 @@ from tests.processes import (
     start_predictor,
     start_process,
     wait_until,
+    write_lifecycle_token,
 )
 
 HISTORY_ROWS_PER_DAY = 150
@@ -117,7 +118,7 @@ def fill_history(models_dir: Path, store_url: str, questions: pd.DataFrame) -> i
 
 def start_lifecycle(models_dir: Path, store_url: str, work: Path, port: int) -> Process:
     """``python -m lifecycle serve`` with the test model as champion in a fresh MLflow, retraining
-    once at start on the store's labelled history (the gate rejects: too small a hold-out)."""
+    once at start on the store's labelled history (a small hold-out: the gate rejects)."""
     from lifecycle.registry import Registry
     from tagger.tracking import log_training
 
@@ -129,6 +130,10 @@ def start_lifecycle(models_dir: Path, store_url: str, work: Path, port: int) -> 
         "TAGWATCH_HOST": "127.0.0.1",
         "TAGWATCH_PORT": str(port),
         "TAGWATCH_RETRAIN_MIN_LABELLED": "100",
+        # a hold-out of ~120 questions: the gate judges (and rejects), so every gauge of the
+        # lifecycle dashboard has a value; under the default 200 the retrain is skipped unfit
+        "TAGWATCH_GATE_MIN_HOLDOUT_ROWS": "50",
+        **write_lifecycle_token(work / "secrets"),
     }
     settings = TagwatchSettings(
         mlflow_tracking_uri=env["TAGWATCH_MLFLOW_TRACKING_URI"],

@@ -18,6 +18,7 @@ from tagger.data import load_questions
 from tagger.settings import TagwatchSettings
 from tests.lifecycle.conftest import RetrainEnv, cache_artefact, fill_store, lifecycle_env
 from tests.processes import (
+    LIFECYCLE_TOKEN,
     REPO_ROOT,
     Process,
     http_ok,
@@ -25,9 +26,9 @@ from tests.processes import (
     python_module,
     start_process,
     wait_until,
+    write_lifecycle_token,
 )
 
-LIFECYCLE_TOKEN = "test-lifecycle-token-0123456789"
 AUTH = {"Authorization": f"Bearer {LIFECYCLE_TOKEN}"}
 WEBHOOK_OUTCOMES = ("triggered", "debounced", "busy", "throttled", "not_enough_data", "ignored",
                     "invalid", "unauthorized")  # fmt: skip
@@ -60,11 +61,7 @@ def payload(*alerts: dict[str, object]) -> dict[str, object]:
 
 def token_env(directory: Path) -> dict[str, str]:
     """The lifecycle token in a private file, and the setting that names it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "lifecycle_token"
-    path.write_text(LIFECYCLE_TOKEN + "\n")
-    path.chmod(0o600)
-    return {"TAGWATCH_LIFECYCLE_TOKEN_FILE": str(path)}
+    return write_lifecycle_token(directory)
 
 
 @dataclass
