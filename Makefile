@@ -49,7 +49,7 @@ up-fleet: install
 down:
 	bash scripts/down.sh
 
-demo: install
+demo: install model
 	bash scripts/demo.sh
 
 test: install
