@@ -15,6 +15,7 @@ size; ``benchmarks/text_drift.py`` reprints it): 2011 control bins 0.50-0.54 at 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -134,13 +135,18 @@ def text_drift(
     rules = rules or TextRules()
     urls = list(current_urls) if current_urls is not None else [""] * len(current_titles)
     rng = np.random.default_rng(rules.seed)
-    cur_idx = [i for i, d in enumerate(_documents(current_titles)) if d]
+    cur_docs = _documents(current_titles)  # each title tokenized once, here
+    cur_idx = [i for i, d in enumerate(cur_docs) if d]
     cur_idx = [cur_idx[i] for i in _sample(len(cur_idx), rules.max_titles, rng)]
     cur_titles = [current_titles[i] for i in cur_idx]
     seen = set(cur_titles)
-    base = [t for t, d in zip(baseline_titles, _documents(baseline_titles), strict=True) if d]
-    base = [t for t in base if t not in seen]
-    base = [base[i] for i in _sample(len(base), rules.max_titles, rng)]
+    kept = [
+        (t, d)
+        for t, d in zip(baseline_titles, _documents(baseline_titles), strict=True)
+        if d and t not in seen
+    ]
+    base_docs = [kept[i][1] for i in _sample(len(kept), rules.max_titles, rng)]
+    base = base_docs
     if len(cur_titles) < rules.min_titles or len(base) < rules.min_titles:
         return TextDrift(
             NOT_ENOUGH,
@@ -150,18 +156,20 @@ def text_drift(
             reason=f"not enough text: {len(cur_titles)} titles with words in the bin and "
             f"{len(base)} in the baseline, fewer than {rules.min_titles}",
         )
-    return _classify(base, cur_titles, [urls[i] or "" for i in cur_idx], rules)
+    docs = base_docs + [cur_docs[i] for i in cur_idx]
+    return _classify(docs, len(base), cur_titles, [urls[i] or "" for i in cur_idx], rules)
 
 
-def _classify(base: list[str], cur: list[str], urls: list[str], rules: TextRules) -> TextDrift:
+def _classify(
+    docs: list[str], n_base: int, cur: list[str], urls: list[str], rules: TextRules
+) -> TextDrift:
     """Out-of-fold probabilities give the AUC and the typical questions; a fit on all, words."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    docs = _documents(base) + _documents(cur)
-    y = np.r_[np.zeros(len(base)), np.ones(len(cur))]
+    y = np.r_[np.zeros(n_base), np.ones(len(cur))]
     vectorizer = TfidfVectorizer(
         tokenizer=str.split, token_pattern=None, lowercase=False, min_df=2, sublinear_tf=True
     )
@@ -172,7 +180,7 @@ def _classify(base: list[str], cur: list[str], urls: list[str], rules: TextRules
             NOT_ENOUGH,
             None,
             len(cur),
-            len(base),
+            n_base,
             reason="not enough text: no word appears in two titles",
         )
     clf = LogisticRegression(C=1.0, solver="liblinear", class_weight="balanced")
@@ -180,23 +188,21 @@ def _classify(base: list[str], cur: list[str], urls: list[str], rules: TextRules
     proba = cross_val_predict(clf, X, y, cv=folds, method="predict_proba")[:, 1]
     auc = float(roc_auc_score(y, proba))
     clf.fit(X, y)
-    current_words, baseline_words = _words(vectorizer, clf, X, len(base), rules)
-    order = np.argsort(-proba[len(base) :], kind="stable")[: rules.n_questions]
-    typical = [
-        TypicalQuestion(cur[i], urls[i], round(float(proba[len(base) + i]), 4)) for i in order
-    ]
+    current_words, baseline_words = _words(vectorizer, clf, X, n_base, rules)
+    order = np.argsort(-proba[n_base:], kind="stable")[: rules.n_questions]
+    typical = [TypicalQuestion(cur[i], urls[i], round(float(proba[n_base + i]), 4)) for i in order]
     return TextDrift(
-        status_of(auc, rules, len(cur), len(base)),
+        status_of(auc, rules, len(cur), n_base),
         round(auc, 4),
         len(cur),
-        len(base),
+        n_base,
         current_words,
         baseline_words,
         typical,
         reason=f"ROC AUC {auc:.3f} of a classifier telling {len(cur)} titles of the bin from "
-        f"{len(base)} baseline titles (yellow from {rules.yellow_auc:g}, red from "
+        f"{n_base} baseline titles (yellow from {rules.yellow_auc:g}, red from "
         f"{rules.red_auc:g}, each also {rules.yellow_z:g} and {rules.red_z:g} standard errors "
-        f"above 0.5: {0.5 + rules.red_z * null_auc_sd(len(cur), len(base)):.3f} for red here)",
+        f"above 0.5: {0.5 + rules.red_z * null_auc_sd(len(cur), n_base):.3f} for red here)",
     )
 
 
@@ -204,17 +210,13 @@ def _words(
     vectorizer: Any, clf: Any, X: Any, n_base: int, rules: TextRules
 ) -> tuple[list[WordShare], list[WordShare]]:
     """Words the classifier leans on most, each side, that are more frequent on that side."""
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
     vocab = vectorizer.get_feature_names_out()
     present = X > 0
     n_cur = X.shape[0] - n_base
     df_base = np.asarray(present[:n_base].sum(axis=0)).ravel()
     df_cur = np.asarray(present[n_base:].sum(axis=0)).ravel()
     share_base, share_cur = df_base / n_base, df_cur / n_cur
-    readable = np.array(
-        [w not in ENGLISH_STOP_WORDS and not w.isdigit() and len(w) > 1 for w in vocab]
-    )
+    readable = np.array([_readable(w) for w in vocab])
     coef = clf.coef_[0]
 
     def pick(sign: int, side_df: np.ndarray, more: np.ndarray) -> list[WordShare]:
@@ -243,9 +245,15 @@ def oov_words(
 
 
 def _readable(token: str) -> bool:
+    """A word worth naming to a person: not a stop word, a number or a single character."""
+    return len(token) > 1 and not token.isdigit() and token not in _stop_words()
+
+
+@functools.cache
+def _stop_words() -> frozenset[str]:
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-    return len(token) > 1 and not token.isdigit() and token not in ENGLISH_STOP_WORDS
+    return frozenset(ENGLISH_STOP_WORDS)
 
 
 def unknown_tags(

@@ -151,6 +151,18 @@ def http_ok(url: str) -> Callable[[], bool]:
     return lambda: requests.get(url, timeout=2).status_code == 200
 
 
+# what drift must name on real 2019-2020 questions (issue 16): the words most typical of them
+# against the 2011 baseline, and the user tags the 2011 model does not know
+NEW_WORDS = frozenset({
+    "react", "angular", "laravel", "pandas", "dataframe", "flutter", "docker", "aws", "azure",
+    "firebase", "typescript",
+})  # fmt: skip
+NEW_TAGS = frozenset({
+    "python-3.x", "reactjs", "node.js", "r", "angular", "pandas", "laravel", "swift",
+    "typescript", "ios",
+})  # fmt: skip
+
+
 # the test stack's secrets (issue 15): every predictor a test starts shares them, as the
 # replicas of one stack do; FEEDBACK_AUTH is the header that carries the feedback token
 FEEDBACK_TOKEN = "test-feedback-token-0123456789"

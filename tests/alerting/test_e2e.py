@@ -31,6 +31,7 @@ from tagger.data import load_questions
 from tagger.settings import TagwatchSettings
 from tests.processes import (
     FEEDBACK_AUTH,
+    NEW_WORDS,
     Process,
     http_ok,
     start_process,
@@ -370,12 +371,6 @@ def test_predictor_hang_pages_then_resolves(scenario: Stack) -> None:
     assert resolved.received_at > down.received_at
     # the threshold-to-inbox latency of the page (group_wait 1 s in the test routes)
     assert s.timings["PredictorDown threshold (for elapsed) -> inbox s"] < 10
-
-
-NEW_WORDS = {
-    "react", "angular", "laravel", "pandas", "dataframe", "flutter", "docker", "aws", "azure",
-    "firebase", "typescript",
-}  # fmt: skip
 
 
 def test_drift_red_sends_warning(scenario: Stack) -> None:

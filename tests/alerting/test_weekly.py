@@ -28,7 +28,7 @@ from tagger.columns import FEATURE_COLUMNS
 from tagger.data import load_questions
 from tagger.model import TagModel
 from tagger.settings import TagwatchSettings
-from tests.processes import http_ok, start_process, wait_until
+from tests.processes import NEW_TAGS, NEW_WORDS, http_ok, start_process, wait_until
 
 from .conftest import REPO_ROOT, SmtpSink
 
@@ -300,16 +300,6 @@ def test_retrain_line_tells_the_week_and_the_drift_kind() -> None:
     assert "concept drift suspected: retraining is not enough" in retrain_line(
         {"rejected": 1.0}, 0.12, 0.125, 0.07, 0.5
     )
-
-
-NEW_WORDS = {
-    "react", "angular", "laravel", "pandas", "dataframe", "flutter", "docker", "aws", "azure",
-    "firebase", "typescript",
-}  # fmt: skip
-NEW_TAGS = {
-    "python-3.x", "reactjs", "node.js", "r", "angular", "pandas", "laravel", "swift",
-    "typescript", "ios",
-}  # fmt: skip
 
 
 def _served(

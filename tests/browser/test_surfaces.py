@@ -19,6 +19,8 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
+from tests.processes import NEW_WORDS
+
 from .conftest import Demo
 from .stack import REPO_ROOT
 
@@ -177,10 +179,6 @@ def test_drift_report_draws_every_chart(demo: Demo, browser: Any) -> None:
     page.close()
 
 
-NEW_WORDS = {
-    "react", "angular", "laravel", "pandas", "dataframe", "flutter", "docker", "aws", "azure",
-    "firebase", "typescript",
-}  # fmt: skip
 # per alert table of an email: (its title, its "How much" cell)
 TABLES = """els => els.map(t => [
   (t.querySelector('b') || {innerText: ''}).innerText,

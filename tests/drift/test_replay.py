@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from drift.job import RunResult
 from tagger.columns import FEATURE_COLUMNS
 from tests.drift.conftest import DriftCase
+from tests.processes import NEW_TAGS, NEW_WORDS
 
 NUMERIC_AND_TAG = FEATURE_COLUMNS
 
@@ -83,16 +84,6 @@ def test_2019_questions_are_red_on_oov_and_top_tag(case: DriftCase) -> None:
     assert _status(registry, "unknown_feedback_tags_ratio") is None
     # question length did not drift between 2011 and 2019
     assert result.statuses["title_chars"][0] == 0
-
-
-NEW_WORDS = {
-    "react", "angular", "laravel", "pandas", "dataframe", "flutter", "docker", "aws", "azure",
-    "firebase", "typescript",
-}  # fmt: skip
-NEW_TAGS = {
-    "python-3.x", "reactjs", "node.js", "r", "angular", "pandas", "laravel", "swift",
-    "typescript", "ios",
-}  # fmt: skip
 
 
 def test_2020_questions_are_red_on_oov_and_top_tag(case: DriftCase) -> None:

@@ -11,11 +11,7 @@ from drift.text import GREEN, NOT_ENOUGH, RED, TextRules, oov_words, text_drift,
 from tagger.data import load_questions
 from tagger.settings import TagwatchSettings
 from tagger.train import Split
-
-NEW_WORDS = {
-    "react", "angular", "laravel", "pandas", "dataframe", "flutter", "docker", "aws", "azure",
-    "firebase", "typescript",
-}  # fmt: skip
+from tests.processes import NEW_WORDS
 
 
 @pytest.fixture(scope="module")
