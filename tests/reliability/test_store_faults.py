@@ -173,15 +173,19 @@ def test_store_file_replaced(predictor: Callable[..., Predictor], tmp_path: Path
     later = {i for t, i in load.ok if t > t_replaced + 1.5}
     wait_for(lambda: later <= stored_ids(p.db), "rows served after the swap in the new file", 10)
     p99, n, non200 = load.p99(t_replaced, t_replaced + 3.0)
+    base_p99, _, _ = load.p99(t_replaced - 1.0, t_replaced)
     fault_report(
         "store file replaced",
         requests=n,
         non_200=non200,
         p99_ms=round(p99 * 1e3, 1),
+        p99_before_swap_ms=round(base_p99 * 1e3, 1),
         acknowledged_after_swap=len(later),
         stored=len(later & stored_ids(p.db)),
     )
-    assert non200 == 0 and p99 <= P99_TARGET
+    assert non200 == 0, f"{non200} of {n} predictions failed after the swap"
+    # same rule as exercise(): on a busy machine the fault must not be worse than the noise
+    assert p99 <= max(P99_TARGET, 2 * base_p99), f"p99 {p99 * 1e3:.0f} ms after the swap"
 
 
 def test_disk_full(predictor: Callable[..., Predictor], tmp_path: Path) -> None:
