@@ -23,11 +23,17 @@ INHIBITED_BY_PREDICTOR_DOWN = (
     "PredictorLatencySLOBurnSlow",
     "TagCoverageLow",
     "JaccardLow",
+    "TagQualityLow",
     "EmptyPredictionRateHigh",
     "InputOOVRatioHigh",
     "ConceptDriftSuspected",
     "DashboardMetricAbsent",
 )
+
+# A general decay fails many tags at once: the pooled alert (JaccardLow) says it in one email,
+# so it silences the per-tag alerts of the same job and their explanations (drift process).
+# One tag collapsing alone leaves JaccardLow silent and its TagQualityLow speaks.
+INHIBITED_BY_JACCARD_LOW = ("TagQualityLow", "TagQualityExplained")
 
 HEADER = (
     "# Alertmanager configuration of tagwatch, rendered by `python -m alerting render-config`\n"
@@ -160,6 +166,11 @@ def _inhibit_rules() -> list[dict[str, Any]]:
             # the fast-burn page already says it
             "source_matchers": ['alertname="PredictorLatencySLOBurnFast"'],
             "target_matchers": ['alertname="PredictorLatencySLOBurnSlow"'],
+            "equal": ["job"],
+        },
+        {
+            "source_matchers": ['alertname="JaccardLow"'],
+            "target_matchers": ['alertname=~"' + "|".join(INHIBITED_BY_JACCARD_LOW) + '"'],
             "equal": ["job"],
         },
     ]

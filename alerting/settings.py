@@ -11,13 +11,16 @@ from pathlib import Path
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from tagger.settings import TagwatchSettings
+from drift.settings import TagQualitySettings
 
 _OPTIONAL_LINKS = ("grafana_url", "alertmanager_url", "lifecycle_webhook_url")
 _URL = re.compile(r"^https?://[^\s\"'{}<>]+$")
 
 
-class AlertingSettings(TagwatchSettings):
+class AlertingSettings(TagQualitySettings):
+    """The alerting side's settings; TagQualitySettings: when the weekly summary judges a
+    tag (TAGWATCH_TAG_MIN_SUPPORT, TAGWATCH_TAG_YELLOW_SHARE, TAGWATCH_TAG_RED_SHARE)."""
+
     # SMTP (Alertmanager and the weekly email use the same server and sender)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=1025, ge=1, le=65535)

@@ -107,6 +107,8 @@ class WeeklyReport:
     retrain: str | None = None  # the lifecycle's retrain summary line (None: not read)
     # what changed this week (drift.changes.period_changes): new tags, new words, questions
     changes: dict[str, Any] | None = None
+    # tags getting worse / better against their baseline F1 (drift.tags.period_tags)
+    tags: dict[str, Any] | None = None
     advice: list[Advice] = field(default_factory=list)
     missing: dict[str, str] = field(default_factory=dict)
 
@@ -285,7 +287,45 @@ def collect(
     _collect_retrain(settings, report, prometheus, end)
     _collect_problematic(settings, report, store, start)
     _collect_changes(settings, report, store, start, end)
+    _collect_tags(settings, report, store, start, end)
     return report
+
+
+def _collect_tags(
+    settings: AlertingSettings,
+    report: WeeklyReport,
+    store: PredictionStore | None,
+    start: datetime,
+    end: datetime,
+) -> None:
+    """The week's tags whose F1 from feedback fell or rose most against the served model's
+    per-tag baseline (counted in the store's SQL)."""
+    if store is None:
+        report.missing["tags getting worse"] = f"store not found ({settings.store_url})"
+        return
+    try:
+        report.tags = week_tags(settings, store, start, end)
+    except Exception as exc:  # a missing model or a store failure must not cost the report
+        report.missing["tags getting worse"] = f"{type(exc).__name__}: {exc}"
+
+
+def week_tags(
+    settings: AlertingSettings, store: PredictionStore, start: datetime, end: datetime
+) -> dict[str, Any]:
+    """:func:`drift.tags.period_tags` of [start, end), with the week before for context."""
+    from drift.tags import period_tags, read_tags
+    from tagger.artefact import read_card, resolve_version
+
+    path = resolve_version(settings.models_dir, "latest")
+    card = read_card(path)
+    vocabulary = [str(t) for t in card.get("tags") or []]
+    since, until = pd.Timestamp(start), pd.Timestamp(end)
+    week = read_tags(store, path, vocabulary, since, until, settings.tag_rules)
+    before = start - (end - start)
+    previous = store.tag_counts(before.timestamp(), start.timestamp(), vocabulary)
+    out = period_tags(week, previous, n=10)
+    out["model_version"] = str(card.get("version"))
+    return out
 
 
 def _collect_changes(

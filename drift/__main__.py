@@ -181,27 +181,70 @@ def _scheduler(
 
 
 def _explainer(settings: DriftSettings, metrics: DriftMetrics) -> Callable[[], None]:
-    """DriftExplained beside the active drift alerts (drift/notify.py); never raises."""
+    """DriftExplained beside the active drift alerts and TagQualityExplained beside the active
+    TagQualityLow (drift/notify.py); never raises."""
     import pandas as pd
 
     from drift.notify import explain_once
 
+    explain_tags = _tag_explainer(settings)
+
     def explain() -> None:
+        now = pd.Timestamp.now(tz="UTC")
+        hold = pd.Timedelta(seconds=settings.explain_hold_seconds)
+        posted, failed = 0, False
         try:
-            posted = explain_once(
+            posted += explain_once(
                 settings.alertmanager_api_url,
                 settings.reports_dir,
                 settings.drift_report_url,
-                pd.Timestamp.now(tz="UTC"),
-                pd.Timedelta(seconds=settings.explain_hold_seconds),
+                now,
+                hold,
             )
         except Exception as exc:
             log.warning(
                 "DriftExplained: Alertmanager at %s: %s", settings.alertmanager_api_url, exc
             )
-            metrics.alert_posts.labels("failed").inc()
-            return
-        metrics.alert_posts.labels("sent" if posted else "idle").inc()
+            failed = True
+        try:
+            posted += explain_tags(now, hold)
+        except Exception as exc:
+            log.warning("TagQualityExplained: %s", exc)
+            failed = True
+        metrics.alert_posts.labels("failed" if failed else "sent" if posted else "idle").inc()
+
+    return explain
+
+
+def _tag_explainer(settings: DriftSettings) -> Callable[[Any, Any], int]:
+    """TagQualityExplained with a read-only store opened at its first use and kept (reopened
+    after a failure): a check every 15 s must not open a connection each time."""
+    from drift.notify import EvidenceCache, explain_tags_once, served_per_tag
+    from store import PredictionStore, open_store
+
+    held: list[PredictionStore] = []
+    cache = EvidenceCache()
+
+    def reader() -> PredictionStore:
+        if not held:
+            held.append(open_store(settings.store_url, readonly=True))
+        return held[0]
+
+    def explain(now: Any, hold: Any) -> int:
+        try:
+            return explain_tags_once(
+                settings.alertmanager_api_url,
+                reader,
+                lambda: served_per_tag(settings.models_dir, settings.model_version),
+                settings.drift_report_url,
+                now,
+                hold,
+                cache=cache,
+            )
+        except Exception:
+            while held:
+                held.pop().close()
+            raise
 
     return explain
 

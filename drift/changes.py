@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from drift.settings import DriftSettings
+from drift.tags import TagReport
 from drift.text import NOT_ENOUGH, TextDrift, TextRules, oov_words, text_drift, unknown_tags
 from store import PredictionStore
 
@@ -140,8 +141,10 @@ def latest_json(
     model_version: str,
     generated_at: pd.Timestamp,
     report: str,
+    tags: TagReport | None = None,
 ) -> dict[str, Any]:
-    """``latest.json``: the same as the report's "What changed" section, for machines."""
+    """``latest.json``: the same as the report's "What changed" and "Tags" sections, for
+    machines; ``tags`` lists each tag's F1 against its baseline, worst first (drift/tags.py)."""
     features = {
         f: {"value": _finite(values.get(f)), "status": STATUS_WORDS[s[0]]}
         for f, s in sorted(statuses.items())
@@ -157,6 +160,15 @@ def latest_json(
                 "oov_words": []}  # fmt: skip
     else:
         out |= changes.as_dict()
+    out["tags"] = [] if tags is None else tags.rows
+    if tags is not None:
+        out["tags_period"] = {
+            "since": tags.since.isoformat(),
+            "until": tags.until.isoformat(),
+            "questions_with_feedback": tags.questions,
+            "min_support": tags.rules.min_support,
+            "note": tags.note,
+        }
     return out
 
 

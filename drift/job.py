@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import html
@@ -9,6 +10,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,6 +38,8 @@ from drift.judge import FEEDBACK_FEATURE, Judgement, judge
 from drift.metrics import FEATURES, DriftMetrics
 from drift.settings import DriftSettings
 from drift.state import DriftState, load_state, save_state
+from drift.tags import TagReport, read_tags
+from drift.tags import section_html as tags_section_html
 from drift.versions import rows_of_version
 from store import PredictionStore, StoreError, open_store
 from store.retention import prune_reports
@@ -381,10 +385,24 @@ def _run(
     ref_unknown = (model.card.get("validation") or {}).get("unknown_tag_ratio")
     j = _judge_bins(settings, model, judged, ref_unknown)
     changes = _what_changed(settings, store, model, j, now)
+    tags = _tag_quality(settings, store, model, j.latest_bin)
     _record_judgement(settings, metrics, result, j, judged, ref_unknown)
     version = str(model.card.get("version"))
-    _write_report(settings, result, j, judged, ref_unknown, now, version, changes)
+    _write_report(settings, result, j, judged, ref_unknown, now, version, changes, tags)
     return result
+
+
+@contextlib.contextmanager
+def _reading(settings: DriftSettings, store: PredictionStore | None) -> Iterator[PredictionStore]:
+    """The given store, or a read-only one opened (and closed) for this step."""
+    if store is not None:
+        yield store
+        return
+    own = open_store(settings.store_url, readonly=True)
+    try:
+        yield own
+    finally:
+        own.close()
 
 
 def _what_changed(
@@ -398,16 +416,11 @@ def _what_changed(
     A failure here is logged and leaves the other features judged (None)."""
     if not settings.text_enabled:
         return None
-    own_store = store is None
     try:
-        store = open_store(settings.store_url, readonly=True) if store is None else store
-        try:
+        with _reading(settings, store) as reader:
             changes = read_changes(
-                settings, store, model.path, model.card, model.baseline, j.latest_bin, now
+                settings, reader, model.path, model.card, model.baseline, j.latest_bin, now
             )
-        finally:
-            if own_store:
-                store.close()
     except Exception:
         log.exception("text judgement of the bin %s failed", j.latest_bin)
         return None
@@ -417,6 +430,34 @@ def _what_changed(
         j.values[TEXT_FEATURE] = changes.text.auc
     log.info("text of the bin %s: %s", j.latest_bin, changes.text.reason)
     return changes
+
+
+def _tag_quality(
+    settings: DriftSettings,
+    store: PredictionStore | None,
+    model: _ServedModel,
+    bin_start: pd.Timestamp,
+) -> TagReport | None:
+    """Each tag's F1 over the latest judged bin against its baseline F1 (drift/tags.py); a
+    failure is logged and leaves the rest of the report (None)."""
+    since = bin_start
+    until = bin_start + pd.Timedelta(settings.bin_size)
+    vocabulary = [str(t) for t in model.card.get("tags") or []]
+    try:
+        with _reading(settings, store) as reader:
+            tags = read_tags(reader, model.path, vocabulary, since, until, settings.tag_rules)
+    except Exception:
+        log.exception("per-tag quality of the bin %s failed", bin_start)
+        return None
+    worst = [f"{r['tag']} {r['status']}" for r in tags.rows if r["status"] != "green"]
+    log.info(
+        "tags of the bin %s: %d questions with feedback, %d tags judged; %s",
+        bin_start,
+        tags.questions,
+        tags.judged,
+        ", ".join(worst[:10]) or "none red or yellow",
+    )
+    return tags
 
 
 def _served_model(settings: DriftSettings) -> _ServedModel:
@@ -615,6 +656,7 @@ def _write_report(
     now: pd.Timestamp,
     version: str,
     changes: Changes | None = None,
+    tags: TagReport | None = None,
 ) -> None:
     """This run's report (HTML and JSON, named by the run's time: an email links the report
     that fired it), also as latest.html / latest.json; one log line of lights."""
@@ -624,12 +666,14 @@ def _write_report(
     section = summary_section(
         settings, j, judged, None if ref_unknown is None else float(ref_unknown)
     )
+    if tags is not None:
+        section = tags_section_html(tags) + section
     if changes is not None:
         section = section_html(changes) + section
     html_text = add_summary(j.html, section)
     if settings.report_online and not settings.report_cdn:
         html_text = localize_links(html_text, install_assets(reports_dir))
-    data = latest_json(changes, j.statuses, j.values, version, now, report.name)
+    data = latest_json(changes, j.statuses, j.values, version, now, report.name, tags)
     json_text = json.dumps(data, indent=1, default=str) + "\n"
     _write_atomic(report, html_text)
     _write_atomic(report.with_suffix(".json"), json_text)

@@ -77,9 +77,10 @@ class DriftMetrics:
         )
         self.alert_posts = Counter(
             "tagwatch_drift_alert_posts",
-            "DriftExplained checks of Alertmanager (drift/notify.py) by outcome: sent (words "
-            "posted beside active drift alerts), idle (no drift alert active, or no judged "
-            "bin), failed (Alertmanager unreachable or refused).",
+            "DriftExplained and TagQualityExplained checks of Alertmanager (drift/notify.py) "
+            "by outcome: sent (words, tags or questions posted beside active drift or "
+            "TagQualityLow alerts), idle (none active, or no judged bin), failed (Alertmanager "
+            "unreachable or refused, the store unreadable).",
             ["outcome"],
             registry=registry,
         )

@@ -6,12 +6,44 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-from pydantic import field_validator
+from pydantic import Field, field_validator, model_validator
 
 from tagger.settings import TagwatchSettings
+from tagger.tagquality import TagQualityRules
+
+_RULES = TagQualityRules()
 
 
-class DriftSettings(TagwatchSettings):
+class TagQualitySettings(TagwatchSettings):
+    """When a tag's F1 from feedback is judged against its baseline (tagger/tagquality.py):
+    the drift report's "Tags" section and the weekly summary's "Tags getting worse". The
+    TagQualityLow alert's rule (prometheus/rules) has the same defaults."""
+
+    # support = questions with feedback where the tag was predicted or given (tp + fp + fn)
+    tag_min_support: int = Field(default=_RULES.min_support, ge=1)
+    tag_yellow_share: float = Field(default=_RULES.yellow_share, gt=0, le=1)
+    tag_red_share: float = Field(default=_RULES.red_share, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _yellow_above_red(self) -> TagQualitySettings:
+        if self.tag_yellow_share < self.tag_red_share:
+            raise ValueError(
+                f"tag_yellow_share {self.tag_yellow_share:g} is below tag_red_share "
+                f"{self.tag_red_share:g}: yellow warns before red"
+            )
+        return self
+
+    @property
+    def tag_rules(self) -> TagQualityRules:
+        return TagQualityRules(
+            min_support=self.tag_min_support,
+            yellow_share=self.tag_yellow_share,
+            red_share=self.tag_red_share,
+            min_baseline_f1=_RULES.min_baseline_f1,
+        )
+
+
+class DriftSettings(TagQualitySettings):
     """Where to read, what to judge and when; built once by ``python -m drift``."""
 
     store_url: str = "sqlite:///var/tagwatch.sqlite3"

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -17,7 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from werkzeug.exceptions import HTTPException
 
 from exporter.credentials import load_credentials
-from exporter.metrics import NoMetrics, PredictorMetrics, SupervisorCollector
+from exporter.metrics import NoMetrics, PredictorMetrics, SupervisorCollector, VocabularyFilter
 from exporter.openapi import load_openapi
 from exporter.settings import PredictorSettings
 from exporter.signing import check_bearer, check_signature
@@ -37,8 +37,11 @@ from store import (
     spool_dir_for,
 )
 from store.retention import run_retention
-from tagger.artefact import Artefact, ArtefactError, load_artefact
+from tagger.artefact import Artefact, ArtefactError, load_artefact, load_per_tag
 from tagger.metrics import coverage, jaccard
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("exporter")
 bp = Blueprint("predictor", __name__)
@@ -239,6 +242,7 @@ def _record_feedback(
             s.metrics.observe_feedback(
                 record.coverage, record.jaccard, len(record.tags), record.n_unknown_tags
             )
+            s.metrics.observe_tag_feedback(prediction.tags, record.tags)
             return {"coverage": record.coverage, "jaccard": record.jaccard}, 200
         previous = store.get_feedback(req.prediction_id)  # another worker won the race
         if previous is None:
@@ -363,7 +367,9 @@ def metrics() -> Response:
     if s.settings.multiproc_dir is not None:
         # under gunicorn each worker writes its own files; totals are summed at read time
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=str(s.settings.multiproc_dir))
+        # dead workers' per-tag series of tags the served model no longer has are left out
+        files = MultiProcessCollector(None, path=str(s.settings.multiproc_dir))
+        registry.register(VocabularyFilter(files, s.metrics.tag_vocabulary))
         if s.settings.metrics_enabled:
             path = s.settings.multiproc_dir
             registry.register(SupervisorCollector(lambda: read_status(path)))
@@ -463,15 +469,27 @@ def _build_metrics(
     if settings.metrics_enabled:
         # under gunicorn, observations are applied in batches (see PredictorMetrics.flush)
         multiprocess = settings.multiproc_dir is not None
-        metrics = PredictorMetrics(registry, tags, batch_size=32 if multiprocess else 1)
+        metrics = PredictorMetrics(
+            registry, tags, batch_size=32 if multiprocess else 1, tag_metrics=settings.tag_metrics
+        )
         if multiprocess:
             metrics.start_flusher(settings.metrics_flush_seconds)
     if artefact is not None:
-        metrics.set_model(artefact.card)
+        metrics.set_model(artefact.card, tags, _per_tag_baseline(artefact))
         # the registry version the supervisor synced this artefact from (0: a local model)
         if status is not None:
             metrics.set_registry_version(status.registry_versions.get(artefact.version, 0))
     return metrics
+
+
+def _per_tag_baseline(artefact: Artefact) -> pd.DataFrame | None:
+    """The artefact's per-tag validation table; an unreadable one costs the per-tag baseline
+    gauges (logged), never the model."""
+    try:
+        return load_per_tag(artefact.path)
+    except ArtefactError as exc:
+        log.error("per-tag baseline not loaded: %s", exc)
+        return None
 
 
 def _open_writer(

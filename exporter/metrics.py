@@ -10,12 +10,17 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Container, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from tagger.tagquality import OUTCOMES, outcomes
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ENDPOINTS = ("predict", "feedback", "prediction", "metrics", "healthz", "readyz", "other")
 RATIO_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -25,6 +30,14 @@ INFERENCE_BUCKETS = (
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 TITLE_BUCKETS = (10, 20, 30, 40, 50, 60, 80, 100, 150, 200, 300)
 BODY_BUCKETS = (0, 100, 300, 1000, 3000, 10000, 30000, 65536)
+# per-tag quality (tagger/tagquality.py): only the served vocabulary's tags are exposed
+TAG_FEEDBACK = "tagwatch_tag_feedback"
+TAG_BASELINE = {
+    "f1": "tagwatch_model_validation_tag_f1_ratio",
+    "precision": "tagwatch_model_validation_tag_precision_ratio",
+    "recall": "tagwatch_model_validation_tag_recall_ratio",
+    "support": "tagwatch_model_validation_tag_support",
+}
 
 
 def _observe_many(histogram: Any, values: Sequence[float]) -> None:
@@ -49,17 +62,28 @@ class PredictorMetrics:
     """The predictor's metrics; the app only calls the ``observe_*`` methods."""
 
     def __init__(
-        self, registry: CollectorRegistry, tags: Sequence[str] = (), batch_size: int = 1
+        self,
+        registry: CollectorRegistry,
+        tags: Sequence[str] = (),
+        batch_size: int = 1,
+        tag_metrics: bool = True,
     ) -> None:
         self.batch_size = batch_size
+        self.tag_metrics = tag_metrics  # TAGWATCH_TAG_METRICS: per-tag quality on/off
+        # the served vocabulary's tag_feedback children, by tag then outcome (set_model)
+        self._tag_outcomes: dict[str, dict[str, Any]] = {}
+        self._baseline_tags: set[str] = set()  # tags whose baseline gauges are set
         self._flush_lock = threading.Lock()
         self._requests_pending: list[tuple[str, int, float]] = []
         self._predictions_pending: list[tuple[float, tuple[str, ...], int, int, float, float]] = []
+        self._tag_feedback_pending: list[tuple[Sequence[str], Sequence[str]]] = []
         self._declare_requests(registry)
         self._declare_predictions(registry)
         self._declare_feedback(registry)
         self._declare_model(registry)
         self._declare_store(registry)
+        if tag_metrics:
+            self._declare_tag_quality(registry)
         # every vocabulary tag exists from the start (rates are never absent), and labelled
         # children are looked up once: ``labels()`` costs more than the increment itself
         self._tag_children = {tag: self.predicted_tags.labels(tag=tag) for tag in tags}
@@ -208,6 +232,27 @@ class PredictorMetrics:
             registry=r,
         )
 
+    def _declare_tag_quality(self, r: CollectorRegistry) -> None:
+        """Per-tag outcomes of feedback and the served model's per-tag validation baseline
+        (its artefact's per_tag_metrics.csv): what TagQualityLow compares."""
+        self.tag_feedback = Counter(
+            TAG_FEEDBACK,
+            "Feedback outcomes per tag of the served vocabulary: tp (predicted and given), "
+            "fp (predicted, not given), fn (given, not predicted).",
+            ["tag", "outcome"],
+            registry=r,
+        )
+        self.tag_baseline = {
+            key: Gauge(
+                name,
+                f"Per-tag {key} of the served model on its validation slice (model artefact).",
+                ["tag"],
+                multiprocess_mode="livemax",
+                registry=r,
+            )
+            for key, name in TAG_BASELINE.items()
+        }
+
     def _declare_store(self, r: CollectorRegistry) -> None:
         """The store behind the spool: backlog, refusals, recovery, retention."""
         self.store_errors = Counter(
@@ -246,7 +291,15 @@ class PredictorMetrics:
             registry=r,
         )
 
-    def set_model(self, card: dict[str, Any]) -> None:
+    def set_model(
+        self,
+        card: dict[str, Any],
+        vocabulary: Sequence[str] = (),
+        per_tag: pd.DataFrame | None = None,
+    ) -> None:
+        """The served model: its card's numbers, and per tag of ``vocabulary`` the feedback
+        outcome counters (created at 0) and the baseline gauges from ``per_tag`` (None: an
+        artefact without a per-tag table, no baseline)."""
         trained_until = str(card.get("training_period", {}).get("cutoff", ""))[:10]
         self.model_info.labels(
             version=str(card.get("version", "")), trained_until=trained_until
@@ -255,6 +308,43 @@ class PredictorMetrics:
         self.validation_jaccard.set(float(validation.get("jaccard", 0.0)))
         self.validation_coverage.set(float(validation.get("coverage", 0.0)))
         self.validation_unknown_tags.set(float(validation.get("unknown_tag_ratio", 0.0)))
+        if self.tag_metrics:
+            self.flush()  # feedback queued for the previous vocabulary
+            self._set_tag_vocabulary(vocabulary)
+            self._set_tag_baseline(per_tag)
+
+    @property
+    def tag_vocabulary(self) -> Container[str]:
+        """The tags whose quality is counted (empty: per-tag metrics off or no model)."""
+        return self._tag_outcomes
+
+    def _set_tag_vocabulary(self, vocabulary: Sequence[str]) -> None:
+        """Every tag x outcome child exists from the start (a rate is never absent); the
+        children of a tag that left the vocabulary are removed (bounded: K x 3 series)."""
+        tags = list(dict.fromkeys(str(t) for t in vocabulary))
+        for gone in set(self._tag_outcomes).difference(tags):
+            for outcome in OUTCOMES:
+                self.tag_feedback.remove(gone, outcome)
+        self._tag_outcomes = {
+            tag: self._tag_outcomes.get(tag)
+            or {o: self.tag_feedback.labels(tag=tag, outcome=o) for o in OUTCOMES}
+            for tag in tags
+        }
+
+    def _set_tag_baseline(self, per_tag: pd.DataFrame | None) -> None:
+        """The previous model's baseline goes; the new one is set for its vocabulary tags.
+
+        (Under gunicorn a swap is a new worker: only its first model is set, nothing removed.)
+        """
+        rows = [] if per_tag is None else per_tag.to_dict("records")
+        rows = [r for r in rows if str(r["tag"]) in self._tag_outcomes]
+        for gone in self._baseline_tags.difference(str(r["tag"]) for r in rows):
+            for gauge in self.tag_baseline.values():
+                gauge.remove(gone)
+        for row in rows:
+            for key, gauge in self.tag_baseline.items():
+                gauge.labels(tag=str(row["tag"])).set(float(row[key]))
+        self._baseline_tags = {str(r["tag"]) for r in rows}
 
     def set_registry_version(self, version: int) -> None:
         self.registry_version.set(version)
@@ -281,7 +371,7 @@ class PredictorMetrics:
             self.flush()
 
     def flush(self) -> None:
-        """Apply the queued request and prediction observations to the metrics.
+        """Apply the queued request, prediction and per-tag feedback observations.
 
         In multiprocess mode each increment is a locked write to a memory-mapped file
         (~1.5 µs, 17 of them a request); adding a batch's counts bucket by bucket makes the
@@ -291,6 +381,8 @@ class PredictorMetrics:
         with self._flush_lock:
             requests, self._requests_pending = self._requests_pending, []
             predictions, self._predictions_pending = self._predictions_pending, []
+            tag_feedback, self._tag_feedback_pending = self._tag_feedback_pending, []
+            self._apply_tag_feedback(tag_feedback)
             per_endpoint: dict[tuple[str, int], list[float]] = {}
             for endpoint, status, seconds in requests:
                 per_endpoint.setdefault((endpoint, status), []).append(seconds)
@@ -322,6 +414,17 @@ class PredictorMetrics:
             _observe_many(self.oov_ratio, [p[4] for p in predictions])
             _observe_many(self.max_score, [p[5] for p in predictions])
 
+    def _apply_tag_feedback(self, pairs: list[tuple[Sequence[str], Sequence[str]]]) -> None:
+        """One increment per (tag, outcome) a batch touched (a frequent tag's fp repeats)."""
+        counts: dict[tuple[str, str], int] = {}
+        for predicted, given in pairs:
+            for key in outcomes(predicted, given, self._tag_outcomes):
+                counts[key] = counts.get(key, 0) + 1
+        for (tag, outcome), n in counts.items():
+            children = self._tag_outcomes.get(tag)
+            if children is not None:  # else the tag left the vocabulary meanwhile
+                children[outcome].inc(n)
+
     def _request_children_of(self, endpoint: str, status: int) -> tuple[Any, Any]:
         children = self._request_children.get((endpoint, status))
         if children is None:
@@ -339,7 +442,11 @@ class PredictorMetrics:
         def run() -> None:
             while True:
                 time.sleep(interval_seconds)
-                if self._requests_pending or self._predictions_pending:
+                if (
+                    self._requests_pending
+                    or self._predictions_pending
+                    or self._tag_feedback_pending
+                ):
                     self.flush()
 
         thread = threading.Thread(target=run, name="metrics-flusher", daemon=True)
@@ -355,6 +462,15 @@ class PredictorMetrics:
         self.feedback_tags.inc(n_tags)
         self.feedback_unknown_tags.inc(n_unknown)
 
+    def observe_tag_feedback(self, predicted: Sequence[str], given: Sequence[str]) -> None:
+        """One feedback's tp/fp/fn per vocabulary tag (a user's other tags are no label),
+        applied in batches like predictions (:meth:`flush`)."""
+        if not self._tag_outcomes:
+            return  # TAGWATCH_TAG_METRICS=false, or no model
+        self._tag_feedback_pending.append((predicted, given))
+        if len(self._tag_feedback_pending) >= self.batch_size:
+            self.flush()
+
     def observe_duplicate_feedback(self) -> None:
         self.feedback_duplicates.inc()
 
@@ -365,6 +481,7 @@ class PredictorMetrics:
         """Pending feedback stored by the writer's housekeeping counts like direct feedback."""
         for f in records:
             self.observe_feedback(f.coverage, f.jaccard, len(f.tags), f.n_unknown_tags)
+            self.observe_tag_feedback(f.predicted, f.tags)
         if expired:
             self.feedback_expired.inc(expired)
 
@@ -390,9 +507,14 @@ class NoMetrics(PredictorMetrics):
     """Instrumentation off (``TAGWATCH_METRICS_ENABLED=false``): for overhead benchmarks."""
 
     def __init__(self) -> None:
-        pass
+        self._tag_outcomes = {}
 
-    def set_model(self, card: dict[str, Any]) -> None:
+    def set_model(
+        self,
+        card: dict[str, Any],
+        vocabulary: Sequence[str] = (),
+        per_tag: pd.DataFrame | None = None,
+    ) -> None:
         pass
 
     def set_registry_version(self, version: int) -> None:
@@ -409,6 +531,9 @@ class NoMetrics(PredictorMetrics):
     def observe_feedback(
         self, coverage: float, jaccard: float, n_tags: int, n_unknown: int
     ) -> None:
+        pass
+
+    def observe_tag_feedback(self, predicted: Sequence[str], given: Sequence[str]) -> None:
         pass
 
     def observe_duplicate_feedback(self) -> None:
@@ -440,6 +565,28 @@ class NoMetrics(PredictorMetrics):
 
     def observe_recovered_rows(self, n: int) -> None:
         pass
+
+
+class VocabularyFilter(Collector):
+    """A collector's metrics with the per-tag quality series of the served vocabulary only.
+
+    Under gunicorn a dead worker's counters are kept in the archive (exporter/multiproc.py):
+    without this, a tag that left the vocabulary with a swap would be exposed forever.
+    """
+
+    NAMES = frozenset({TAG_FEEDBACK, *TAG_BASELINE.values()})
+
+    def __init__(self, inner: Collector, vocabulary: Container[str]) -> None:
+        self._inner = inner
+        self._vocabulary = vocabulary
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._inner.collect():
+            if metric.name in self.NAMES:
+                metric.samples = [
+                    s for s in metric.samples if s.labels.get("tag") in self._vocabulary
+                ]
+            yield metric
 
 
 class SupervisorCollector(Collector):

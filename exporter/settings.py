@@ -20,6 +20,9 @@ class PredictorSettings(TagwatchSettings):
     max_title_chars: int = Field(default=1000, ge=1)
     metrics_enabled: bool = True
     metrics_flush_seconds: float = Field(default=1.0, gt=0)
+    # per-tag quality: tagwatch_tag_feedback_total{tag,outcome} and the per-tag validation
+    # baseline gauges (K x 7 series); false drops them (and TagQualityLow has no data)
+    tag_metrics: bool = True
     store_enabled: bool = True
     # rows acknowledged but not yet in the store; default: <store file>-spool/ beside it, or
     # var/spool for a PostgreSQL store (store.spool_dir_for): a disk of the predictor's host

@@ -7,18 +7,27 @@ The slice is feedback, which clients write, and a few hundred questions: its mea
 can be bent. So the gain must hold beyond noise (the lower bound of a paired bootstrap interval
 is above the margin), and the challenger must not collapse on a trusted anchor no client can
 write: the canary set of real questions with their true tags that the champion's artefact keeps.
+A pooled gain can also hide one big tag that collapses: no tag with enough support on the slice
+may lose more than a set amount of F1 (the per-tag check).
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
+
+from tagger.metrics import normalize_tags
+from tagger.tagquality import TagCounts, count_tags
 
 PROMOTED = "promoted"
 REJECTED = "rejected"
+WORST_TAGS = 3  # a rejection names at most this many tags (the worst)
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,10 @@ class GateRules:
     canary_min_ratio: float | None = 0.3
     confidence: float = 0.95
     resamples: int = 2000
+    # per-tag check: no tag with at least tag_min_support questions on the slice loses more
+    # than tag_max_f1_drop F1 (None: off)
+    tag_max_f1_drop: float | None = 0.2
+    tag_min_support: int = 50
 
     @classmethod
     def from_settings(cls, s: Any) -> GateRules:
@@ -42,6 +55,8 @@ class GateRules:
             canary_min_ratio=s.gate_canary_min_ratio if s.gate_require_canary else None,
             confidence=s.gate_confidence,
             resamples=s.gate_bootstrap_resamples,
+            tag_max_f1_drop=s.gate_tag_max_f1_drop if s.gate_tag_check else None,
+            tag_min_support=s.gate_tag_min_support,
         )
 
 
@@ -131,6 +146,88 @@ class AnchorCheck:
 
 
 @dataclass(frozen=True)
+class TagComparison:
+    """One tag, both models, the same slice (``tagger.tagquality`` counts).
+
+    ``support``: questions of the slice where the tag was given or predicted by either model,
+    so a tag the challenger stops predicting (or starts spraying) keeps its weight.
+    """
+
+    tag: str
+    support: int
+    champion: TagCounts
+    challenger: TagCounts
+
+    @property
+    def drop(self) -> float:
+        return self.champion.f1 - self.challenger.f1
+
+    def text(self) -> str:
+        return (
+            f"{self.tag} F1 {self.champion.f1:.2f} -> {self.challenger.f1:.2f} "
+            f"on {self.support} questions"
+        )
+
+    def row(self) -> dict[str, Any]:
+        """One line of ``per_tag_comparison.csv`` (the retrain's MLflow artefact)."""
+        row: dict[str, Any] = {"tag": self.tag, "support": self.support}
+        for who, c in (("champion", self.champion), ("challenger", self.challenger)):
+            row[f"{who}_f1"] = round(c.f1, 4)
+            row[f"{who}_precision"] = round(c.precision, 4)
+            row[f"{who}_recall"] = round(c.recall, 4)
+        row["drop"] = round(self.drop, 4)
+        return row
+
+
+COMPARISON_COLUMNS = (
+    ["tag", "support"]
+    + [f"{who}_{k}" for who in ("champion", "challenger") for k in ("f1", "precision", "recall")]
+    + ["drop"]
+)
+
+
+def compare_tags(
+    given: Sequence[Sequence[str]],
+    champion: Sequence[Sequence[str]],
+    challenger: Sequence[Sequence[str]],
+    vocabulary: Iterable[str],
+) -> list[TagComparison]:
+    """Per-tag F1 of both models on the same questions, worst drop first.
+
+    ``vocabulary``: both models' tags; a tag one model lacks counts as never predicted by it
+    (a challenger that dropped a big tag loses all of its F1 there).
+    """
+    tags = sorted(set(vocabulary))
+    before = count_tags(zip(champion, given, strict=True), tags)
+    after = count_tags(zip(challenger, given, strict=True), tags)
+    known = set(tags)
+    support: Counter[str] = Counter()
+    for g, c, n in zip(given, champion, challenger, strict=True):
+        support.update(known & (normalize_tags(g) | normalize_tags(c) | normalize_tags(n)))
+    rows = [TagComparison(t, support[t], before[t], after[t]) for t in tags]
+    return sorted(rows, key=lambda r: (-r.drop, -r.support, r.tag))
+
+
+def comparison_frame(rows: Sequence[TagComparison]) -> pd.DataFrame:
+    """The comparison as a table, worst drop first (``per_tag_comparison.csv``)."""
+    return pd.DataFrame([r.row() for r in rows], columns=COMPARISON_COLUMNS)
+
+
+def judged_tags(rows: Sequence[TagComparison], rules: GateRules) -> list[TagComparison]:
+    """Tags with at least ``tag_min_support`` questions, worst drop first: the ones the check
+    judges (a tag on a handful of questions moves by chance)."""
+    judged = [r for r in rows if r.support >= rules.tag_min_support]
+    return sorted(judged, key=lambda r: (-r.drop, -r.support, r.tag))
+
+
+def losing_tags(rows: Sequence[TagComparison], rules: GateRules) -> list[TagComparison]:
+    """Judged tags that lose more than the allowed F1, worst first (none when the check is
+    off)."""
+    limit = rules.tag_max_f1_drop
+    return [] if limit is None else [r for r in judged_tags(rows, rules) if r.drop > limit]
+
+
+@dataclass(frozen=True)
 class GateDecision:
     decision: str  # "promoted" | "rejected"
     reason: str
@@ -148,10 +245,13 @@ def decide(
     rules: GateRules,
     gain: GainInterval | None = None,
     anchor: AnchorCheck | None = None,
+    tags: Sequence[TagComparison] | None = None,
 ) -> GateDecision:
     """Promote only when the challenger beats the champion by the margin (the interval's lower
-    bound when ``gain`` is given), coverage does not fall, the slice is large enough and the
-    challenger holds on the trusted canary set. ``champion`` None: nothing served yet."""
+    bound when ``gain`` is given), coverage does not fall, the slice is large enough, the
+    challenger holds on the trusted canary set and no tag with enough support loses too much
+    F1 (``tags``: :func:`compare_tags`; None: not checked). ``champion`` None: nothing served
+    yet."""
     failed: list[str] = []
     reasons: list[str] = []
     if rules.min_holdout_rows is not None and rows < rules.min_holdout_rows:
@@ -160,6 +260,7 @@ def decide(
     if champion is not None:
         _gain_rule(champion, challenger, rules, gain, failed, reasons)
         _anchor_rule(rules, anchor, failed, reasons)
+        _tag_rule(rules, tags or [], failed, reasons)
         drop = champion["coverage"] - challenger["coverage"]
         if rules.max_coverage_drop is not None and drop > rules.max_coverage_drop:
             failed.append("coverage")
@@ -179,8 +280,34 @@ def decide(
         PROMOTED,
         f"Jaccard {challenger['jaccard']:.4f} vs champion {champion['jaccard']:.4f} "
         f"({gain_text}), coverage {challenger['coverage']:.4f} vs {champion['coverage']:.4f} "
-        f"on {rows} questions{anchor_text}",
+        f"on {rows} questions{anchor_text}{_worst_tag_text(rules, tags)}",
     )
+
+
+def _tag_rule(
+    rules: GateRules, tags: Sequence[TagComparison], failed: list[str], reasons: list[str]
+) -> None:
+    """A pooled gain must not hide a big tag that collapses: name the worst few."""
+    lost = losing_tags(tags, rules)
+    if not lost:
+        return
+    failed.append("tag_f1")
+    more = f" and {len(lost) - WORST_TAGS} more" if len(lost) > WORST_TAGS else ""
+    reasons.append(
+        ", ".join(r.text() for r in lost[:WORST_TAGS])
+        + f"{more} (F1 drop above {rules.tag_max_f1_drop:.2f} on a tag with at least "
+        f"{rules.tag_min_support} questions)"
+    )
+
+
+def _worst_tag_text(rules: GateRules, tags: Sequence[TagComparison] | None) -> str:
+    """A promotion names the worst tag that was judged, so its margin is visible."""
+    if rules.tag_max_f1_drop is None or not tags:
+        return ""
+    judged = judged_tags(tags, rules)
+    if not judged:
+        return f"; no tag with {rules.tag_min_support} questions to compare"
+    return f"; worst tag {judged[0].text()} (allowed drop {rules.tag_max_f1_drop:.2f})"
 
 
 def _gain_rule(

@@ -35,8 +35,12 @@ from lifecycle.gate import (
     AnchorCheck,
     GateDecision,
     GateRules,
+    TagComparison,
+    compare_tags,
+    comparison_frame,
     decide,
     drift_verdict,
+    judged_tags,
     paired_bootstrap,
     recovery_share,
 )
@@ -62,6 +66,8 @@ ACTOR = "lifecycle-gate"
 FAILED, SKIPPED = "failed", "skipped"
 SUSPICIOUS, AWAITING = "suspicious", "awaiting_approval"
 DECIDED = ("promoted", "rejected", AWAITING)  # reached a gate decision
+TAGS_SHOWN = 5  # worst tags of the per-tag comparison in the outcome's JSON and the card
+COMPARISON_FILE = "per_tag_comparison.csv"
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,11 @@ class RetrainOutcome:
     gain: dict[str, float] | None = None  # the bootstrap interval of the Jaccard gain
     anchor: dict[str, float] | None = None  # both models on the trusted canary set
     feedback: list[dict[str, Any]] = field(default_factory=list)  # the sanity checks
+    # both models per tag on the hold-out, worst F1 drop first (the gate's per-tag check): all
+    # of it goes to MLflow as per_tag_comparison.csv; ``tags``: the worst TAGS_SHOWN of those
+    # with enough support to be judged
+    tag_comparison: list[TagComparison] = field(default_factory=list)
+    tags: list[dict[str, Any]] = field(default_factory=list)
 
     def line(self) -> str:
         if self.challenger is None:
@@ -149,6 +160,7 @@ class RetrainOutcome:
             "gain": self.gain,
             "anchor": self.anchor,
             "feedback": self.feedback,
+            "tags": self.tags,
         }
 
 
@@ -372,6 +384,7 @@ def _fit_judge_register(
     out.challenger_version = registered.version
     out.challenger_artefact = registered.artefact_version
     _log_gate_metrics(out)
+    _log_tag_comparison(out)
     if out.outcome == "promoted":
         registry.promote(registered.version, f"retrain gate: {gate.reason}", ACTOR)
     elif out.outcome == AWAITING:
@@ -505,6 +518,7 @@ def _fit_challenger(
         classes=data.classes,
         canary=canary if canary is not None else holdout.iloc[0:0],
         canary_reference=_canary_reference(champion),
+        per_tag_df=holdout,  # its per-tag baseline: the same recent slice the gate judges
     )
 
 
@@ -533,6 +547,23 @@ def _anchor(challenger: TagModel, champion: Champion, rules: GateRules) -> Ancho
     )
 
 
+def _compare_tags(
+    challenger: TagModel, champion: TagModel, holdout: pd.DataFrame
+) -> list[TagComparison]:
+    """Both models' per-tag counts on the hold-out, over both vocabularies."""
+
+    def predict(model: TagModel) -> list[list[str]]:
+        questions = zip(holdout["title"], holdout["body"], strict=True)
+        return [model.analyse(title, body).tags for title, body in questions]
+
+    return compare_tags(
+        list(holdout["tags"]),
+        predict(champion),
+        predict(challenger),
+        [*champion.classes, *challenger.classes],
+    )
+
+
 def _judge(
     settings: LifecycleSettings,
     out: RetrainOutcome,
@@ -556,7 +587,11 @@ def _judge(
         anchor = _anchor(challenger, champion, rules)
         out.gain = gain.as_dict()
         out.anchor = anchor.as_dict() if anchor is not None else None
-    gate: GateDecision = decide(out.champion, out.challenger, len(holdout), rules, gain, anchor)
+        out.tag_comparison = _compare_tags(challenger, champion.model, holdout)
+        out.tags = [r.row() for r in judged_tags(out.tag_comparison, rules)[:TAGS_SHOWN]]
+    gate: GateDecision = decide(
+        out.champion, out.challenger, len(holdout), rules, gain, anchor, out.tag_comparison
+    )
     if out.champion is not None and out.champion_validation_jaccard is not None:
         out.recovery = recovery_share(
             out.champion_validation_jaccard, out.champion["jaccard"], out.challenger["jaccard"]
@@ -599,6 +634,7 @@ def _gate_card(out: RetrainOutcome) -> dict[str, Any]:
         "gain": out.gain,
         "anchor": out.anchor,
         "feedback": out.feedback,
+        "tags": out.tags,
     }
 
 
@@ -615,7 +651,6 @@ def _log_challenger(
 ) -> RegisteredVersion:
     """Log and register the challenger in MLflow with the gate's inputs and decision."""
     from tagger.tracking import log_training
-    from tagger.train import per_tag_table
 
     holdout = data.holdout
     params = _run_params(out, data, use_original, rules)
@@ -633,7 +668,7 @@ def _log_challenger(
         params=params,
         tags=tags,
         evaluation_df=holdout,
-        per_tag=per_tag_table(result.model, holdout),
+        per_tag=result.per_tag,
     )
 
 
@@ -652,6 +687,8 @@ def _run_params(
         "gate_max_coverage_drop": rules.max_coverage_drop,
         "gate_min_holdout_rows": rules.min_holdout_rows,
         "gate_canary_min_ratio": rules.canary_min_ratio,
+        "gate_tag_max_f1_drop": rules.tag_max_f1_drop,
+        "gate_tag_min_support": rules.tag_min_support,
         "gate_confidence": rules.confidence,
         "gate_bootstrap_resamples": rules.resamples,
         "policy": out.policy,
@@ -682,6 +719,17 @@ def _log_gate_metrics(out: RetrainOutcome) -> None:
             values[f"{prefix}_{key}"] = value
     for key, value in values.items():
         client.log_metric(out.run_id, key, float(value))
+
+
+def _log_tag_comparison(out: RetrainOutcome) -> None:
+    """Every tag of both vocabularies, both models, worst F1 drop first: what the per-tag check
+    judged (``per_tag_comparison.csv`` in the retrain's run)."""
+    from mlflow import MlflowClient
+
+    if out.run_id is None or not out.tag_comparison:
+        return
+    csv = comparison_frame(out.tag_comparison).to_csv(index=False)
+    MlflowClient().log_text(out.run_id, csv, COMPARISON_FILE)
 
 
 def _timestamp(value: str) -> pd.Timestamp:

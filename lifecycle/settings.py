@@ -47,6 +47,12 @@ class LifecycleSettings(TagwatchSettings):
     # their true tags kept in the artefact) must reach this share of the reference Jaccard
     gate_require_canary: bool = True
     gate_canary_min_ratio: float = Field(default=0.3, ge=0.0, le=1.0)
+    # per-tag check (issue 17; docs/lifecycle.md): no tag given or predicted on at least
+    # N questions of the hold-out may lose more than X F1 (bootstrap noise at 50 questions is
+    # about 0.09 F1, the honest retrain's worst drop there 0.07)
+    gate_tag_check: bool = True
+    gate_tag_min_support: int = Field(default=50, ge=1)
+    gate_tag_max_f1_drop: float = Field(default=0.2, gt=0.0, le=1.0)
     # feedback sanity before fitting, against the champion's label profile (unset: check off)
     feedback_max_tag_share_rise: float | None = Field(default=0.15, gt=0.0)
     feedback_min_entropy_ratio: float | None = Field(default=0.7, gt=0.0)

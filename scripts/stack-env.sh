@@ -28,6 +28,12 @@ fi  # the fleet's PostgreSQL URL needs its port: below
 # the Procfile's `mlflow server` is the UI on the same store
 export TAGWATCH_MLFLOW_TRACKING_URI="${TAGWATCH_MLFLOW_TRACKING_URI:-sqlite:///$STACK_VAR/mlflow/mlflow.db}"
 export TAGWATCH_MLFLOW_ARTIFACTS_DIR="${TAGWATCH_MLFLOW_ARTIFACTS_DIR:-$STACK_VAR/mlflow/artifacts}"
+# An ops stack sends nothing anywhere: MLflow's usage telemetry off (server and clients), and
+# `mlflow server` without its GenAI job runner and huey consumers (~2 GB, both cores busy for
+# ~40 s after each start; tagwatch never submits MLflow jobs)
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
+export MLFLOW_DISABLE_TELEMETRY="${MLFLOW_DISABLE_TELEMETRY:-true}"
+export DO_NOT_TRACK="${DO_NOT_TRACK:-true}"
 export TAGWATCH_STATE_DIR="${TAGWATCH_STATE_DIR:-$STACK_VAR/drift}"
 # Secrets (files written by scripts/make-secrets.sh at `make up`; a caller's own files win):
 # POST /feedback's bearer token (the demo's replay sends it), the lifecycle's (POST /retrain and

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 import orjson
 import pandas as pd
 
+from tagger.tagquality import TagCounts
+
 # a prediction id: 16 hex digits of nanoseconds since the epoch, 16 random, and (when the
 # stack has an id secret) 16 more: a truncated HMAC-SHA256 of the first 32 under that secret
 _ID = re.compile(r"[0-9a-f]{32}(?:[0-9a-f]{16})?")
@@ -151,6 +153,14 @@ class FeedbackRecord:
     source: str = "unknown"
 
 
+@dataclass(frozen=True)
+class ResolvedFeedback(FeedbackRecord):
+    """Pending feedback stored once its prediction arrived, with the tags that prediction had:
+    the predictor counts it per tag (tp/fp/fn) like direct feedback. Not a stored column."""
+
+    predicted: list[str] = field(default_factory=list)
+
+
 class PredictionStore(Protocol):
     """What the predictor, the drift job and the weekly report need from a store."""
 
@@ -179,7 +189,7 @@ class PredictionStore(Protocol):
 
     def resolve_pending_feedback(
         self, score: Scorer, expire_before: float, limit: int = 500
-    ) -> tuple[list[FeedbackRecord], int]:
+    ) -> tuple[list[ResolvedFeedback], int]:
         """Score and store the pending feedback whose prediction has arrived; drop pending
         received before ``expire_before`` that still has none. (stored feedback, dropped)."""
         ...
@@ -208,6 +218,23 @@ class PredictionStore(Protocol):
         (every n-th by ``seq``): ``title``, ``url``, ``model_version`` and ``feedback_tags``
         (list[str], or None without feedback). What the drift job's text judgement reads; a
         title past ``TAGWATCH_RETENTION_DAYS`` is blank."""
+        ...
+
+    def tag_counts(
+        self, since: float, until: float, vocabulary: Sequence[str]
+    ) -> dict[str, TagCounts]:
+        """tp, fp and fn of every ``vocabulary`` tag over the questions served in [since,
+        until) with feedback, counted in SQL (store/tagcounts.py): the same numbers as
+        :func:`tagger.tagquality.count_tags` on :meth:`labelled`'s rows (zeros included)."""
+        ...
+
+    def tag_examples(
+        self, tag: str, since: float, until: float, limit: int = 3
+    ) -> list[dict[str, Any]]:
+        """The latest ``limit`` questions served in [since, until) with feedback where ``tag``
+        was wrongly predicted ("fp") or missed ("fn"): ``title``, ``url``, ``predicted``,
+        ``given`` (lists), ``outcome``, ``created_at``; newest first. What an alert on one tag
+        shows as its examples."""
         ...
 
     def count(self) -> int: ...

@@ -23,11 +23,13 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
+from store import tagcounts
 from store.records import (
     PRUNE_BATCH_ROWS,
     BatchPolicy,
     FeedbackRecord,
     PredictionRecord,
+    ResolvedFeedback,
     RowRejected,
     Scorer,
     StoreError,
@@ -37,6 +39,7 @@ from store.records import (
 from store.retention import prune_in_batches
 from store.schema import feedback, feedback_pending, meta, predictions
 from tagger.columns import FEATURE_COLUMNS
+from tagger.tagquality import TagCounts
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # the newest Alembic revision (a test checks it against store/migrations/versions)
@@ -467,7 +470,7 @@ class SQLStore:
 
     def resolve_pending_feedback(
         self, score: Scorer, expire_before: float, limit: int = 500
-    ) -> tuple[list[FeedbackRecord], int]:
+    ) -> tuple[list[ResolvedFeedback], int]:
         """Store the pending feedback whose prediction has arrived, scored with ``score``; drop
         pending received before ``expire_before`` still without one. Rows are locked
         ``FOR UPDATE SKIP LOCKED``: replicas resolving together store (and count) each once."""
@@ -475,7 +478,7 @@ class SQLStore:
         with self._read() as conn:
             if conn.execute(sa.select(fp.c.prediction_id).limit(1)).first() is None:
                 return [], 0  # the usual case: one indexed read
-        stored: list[FeedbackRecord] = []
+        stored: list[ResolvedFeedback] = []
         with self._tx("pending feedback not resolved") as conn:
             rows = conn.execute(
                 sa.select(
@@ -491,9 +494,9 @@ class SQLStore:
                 .with_for_update(of=fp, skip_locked=True)
             ).all()
             for r in rows:
-                tags = json.loads(r.tags)
-                cov, jac = score(json.loads(r.predicted), tags)
-                record = FeedbackRecord(
+                tags, predicted = json.loads(r.tags), json.loads(r.predicted)
+                cov, jac = score(predicted, tags)
+                record = ResolvedFeedback(
                     prediction_id=r.prediction_id,
                     tags=tags,
                     coverage=cov,
@@ -501,6 +504,7 @@ class SQLStore:
                     n_unknown_tags=r.n_unknown_tags,
                     created_at=r.received_at,
                     source=r.source,
+                    predicted=predicted,
                 )
                 result = conn.execute(
                     self._INSERT_FEEDBACK, self._feedback_values(record, tags_json=r.tags)
@@ -706,6 +710,24 @@ class SQLStore:
         )
         with self._read() as conn:
             return int(conn.execute(query, {"since": since, "until": until}).scalar() or 0)
+
+    def tag_counts(
+        self, since: float, until: float, vocabulary: Sequence[str]
+    ) -> dict[str, TagCounts]:
+        """As :meth:`store.records.PredictionStore.tag_counts` (json_array_elements_text)."""
+        params = tagcounts.counts_params(since, until, vocabulary)
+        with self._read() as conn:
+            rows = conn.execute(sa.text(tagcounts.counts_sql("postgresql")), params).all()
+        return tagcounts.counts_of(rows, vocabulary)
+
+    def tag_examples(
+        self, tag: str, since: float, until: float, limit: int = 3
+    ) -> list[dict[str, Any]]:
+        """As :meth:`store.records.PredictionStore.tag_examples`."""
+        params = tagcounts.examples_params(tag, since, until, limit)
+        with self._read() as conn:
+            rows = conn.execute(sa.text(tagcounts.examples_sql("postgresql")), params).all()
+        return tagcounts.examples_of(rows)
 
 
 def _is_row_refusal(exc: BaseException, orig: BaseException) -> bool:

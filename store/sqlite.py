@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from store import tagcounts
 from store.records import (
     LOCAL_BATCHES,
     PRUNE_BATCH_ROWS,
@@ -25,6 +26,7 @@ from store.records import (
     FeedbackRecord,
     PredictionRecord,
     PredictionStore,
+    ResolvedFeedback,
     RowRejected,
     Scorer,
     StoreError,
@@ -34,6 +36,7 @@ from store.records import (
 from store.retention import prune_in_batches
 from store.schema import TABLES, sqlite_added_columns, sqlite_ddl
 from tagger.columns import FEATURE_COLUMNS
+from tagger.tagquality import TagCounts
 
 log = logging.getLogger("store")
 
@@ -368,7 +371,7 @@ class SQLiteStore:
 
     def resolve_pending_feedback(
         self, score: Scorer, expire_before: float, limit: int = 500
-    ) -> tuple[list[FeedbackRecord], int]:
+    ) -> tuple[list[ResolvedFeedback], int]:
         """Store the pending feedback whose prediction has arrived, scored with ``score``; drop
         pending received before ``expire_before`` still without one. One transaction, so
         processes resolving together store (and count) each feedback once. Returns the
@@ -385,11 +388,11 @@ class SQLiteStore:
                     "JOIN predictions p ON p.id = fp.prediction_id LIMIT ?",
                     (limit,),
                 ).fetchall()
-                stored: list[FeedbackRecord] = []
+                stored: list[ResolvedFeedback] = []
                 for r in rows:
-                    tags = json.loads(r["tags"])
-                    cov, jac = score(json.loads(r["predicted"]), tags)
-                    record = FeedbackRecord(
+                    tags, predicted = json.loads(r["tags"]), json.loads(r["predicted"])
+                    cov, jac = score(predicted, tags)
+                    record = ResolvedFeedback(
                         prediction_id=r["prediction_id"],
                         tags=tags,
                         coverage=cov,
@@ -397,6 +400,7 @@ class SQLiteStore:
                         n_unknown_tags=r["n_unknown_tags"],
                         created_at=r["received_at"],
                         source=r["source"],
+                        predicted=predicted,
                     )
                     cur = conn.execute(
                         "INSERT OR IGNORE INTO feedback (prediction_id, created_at, tags, "
@@ -644,6 +648,22 @@ class SQLiteStore:
             .fetchone()
         )
         return int(row[0])
+
+    def tag_counts(
+        self, since: float, until: float, vocabulary: Sequence[str]
+    ) -> dict[str, TagCounts]:
+        """As :meth:`store.records.PredictionStore.tag_counts` (json_each, one query)."""
+        params = tagcounts.counts_params(since, until, vocabulary)
+        rows = self._conn().execute(tagcounts.counts_sql("sqlite"), params).fetchall()
+        return tagcounts.counts_of(rows, vocabulary)
+
+    def tag_examples(
+        self, tag: str, since: float, until: float, limit: int = 3
+    ) -> list[dict[str, Any]]:
+        """As :meth:`store.records.PredictionStore.tag_examples`."""
+        params = tagcounts.examples_params(tag, since, until, limit)
+        rows = self._conn().execute(tagcounts.examples_sql("sqlite"), params).fetchall()
+        return tagcounts.examples_of(rows)
 
     def count(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM predictions").fetchone()[0])

@@ -25,12 +25,14 @@ from store.records import (
     FeedbackRecord,
     PredictionRecord,
     PredictionStore,
+    ResolvedFeedback,
     RowRejected,
     Scorer,
     StoreError,
     dumps,
     minted_at,
 )
+from tagger.tagquality import TagCounts
 
 log = logging.getLogger("store")
 SPOOL_SUFFIX = ".spool"
@@ -99,7 +101,7 @@ class WriteBehindStore:
         writer_busy_timeout_seconds: float = 1.0,
         feedback_scorer: Scorer | None = None,
         feedback_pending_seconds: float = 3600.0,
-        on_feedback: Callable[[list[FeedbackRecord], int], None] | None = None,
+        on_feedback: Callable[[list[ResolvedFeedback], int], None] | None = None,
         retention: Callable[[PredictionStore], object] | None = None,
         retention_interval_seconds: float = 3600.0,
         batch_policy: BatchPolicy | None = None,
@@ -690,7 +692,7 @@ class WriteBehindStore:
 
     def resolve_pending_feedback(
         self, score: Scorer, expire_before: float, limit: int = 500
-    ) -> tuple[list[FeedbackRecord], int]:
+    ) -> tuple[list[ResolvedFeedback], int]:
         return self._store().resolve_pending_feedback(score, expire_before, limit)
 
     def prune(
@@ -716,6 +718,16 @@ class WriteBehindStore:
 
     def texts(self, start: float, end: float, limit: int) -> pd.DataFrame:
         return self._store().texts(start, end, limit)
+
+    def tag_counts(
+        self, since: float, until: float, vocabulary: Sequence[str]
+    ) -> dict[str, TagCounts]:
+        return self._store().tag_counts(since, until, vocabulary)
+
+    def tag_examples(
+        self, tag: str, since: float, until: float, limit: int = 3
+    ) -> list[dict[str, Any]]:
+        return self._store().tag_examples(tag, since, until, limit)
 
     def count(self) -> int:
         return self._store().count() + self.pending

@@ -17,6 +17,7 @@ import pandas as pd
 
 from tagger.columns import FEATURE_COLUMNS
 from tagger.model import TagModel
+from tagger.tagquality import PER_TAG_COLUMNS, PER_TAG_FILE
 
 MODEL_FILE = "model.joblib"
 CARD_FILE = "model_card.json"
@@ -48,7 +49,10 @@ def write_artefact(
     baseline: pd.DataFrame,
     set_latest: bool = True,
     canary: pd.DataFrame | None = None,
+    per_tag: pd.DataFrame | None = None,
 ) -> Path:
+    """Write the artefact folder; ``per_tag`` is the model's per-tag baseline table
+    (:func:`tagger.tagquality.baseline_table`), what live per-tag feedback is compared with."""
     out = Path(models_dir) / version
     out.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, out / MODEL_FILE, compress=3)
@@ -57,6 +61,8 @@ def write_artefact(
     if canary is not None and len(canary):
         rows = canary.loc[:, ["created_at", "title", "body", "tags"]]
         rows.assign(tags=[" ".join(t) for t in rows["tags"]]).to_csv(out / CANARY_FILE, index=False)
+    if per_tag is not None:
+        per_tag.loc[:, list(PER_TAG_COLUMNS)].to_csv(out / PER_TAG_FILE, index=False)
     if set_latest:
         write_pointer(models_dir, version)
     return out
@@ -164,4 +170,20 @@ def load_canary(path: Path) -> pd.DataFrame | None:
     table["title"] = table["title"].fillna("").astype(object)
     table["body"] = table.get("body", pd.Series("", index=table.index)).fillna("").astype(object)
     table["tags"] = table["tags"].fillna("").str.split()
+    return table
+
+
+def load_per_tag(path: Path) -> pd.DataFrame | None:
+    """The per-tag baseline table of an artefact folder, or None when it has none (an artefact
+    written before per-tag baselines existed keeps serving, without per-tag baselines)."""
+    file = Path(path) / PER_TAG_FILE
+    if not file.is_file():
+        return None
+    try:
+        table = pd.read_csv(file, dtype={"tag": str}, keep_default_na=False)
+    except Exception as exc:
+        raise ArtefactError(f"{file}: unreadable per-tag table ({exc})") from exc
+    missing = [c for c in PER_TAG_COLUMNS if c not in table.columns]
+    if missing:
+        raise ArtefactError(f"{file}: per-tag table lacks column(s) {', '.join(missing)}")
     return table

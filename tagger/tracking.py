@@ -20,6 +20,7 @@ import pandas as pd
 
 from tagger.artefact import BASELINE_FILE, CARD_FILE, load_artefact
 from tagger.settings import TagwatchSettings
+from tagger.tagquality import PER_TAG_FILE
 
 log = logging.getLogger("tagger.tracking")
 
@@ -209,7 +210,7 @@ def log_training(
         mlflow.log_artifact(str(artefact_dir / BASELINE_FILE))
         if per_tag is not None:
             with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "per_tag_metrics.csv"
+                path = Path(tmp) / PER_TAG_FILE
                 per_tag.to_csv(path, index=False)
                 mlflow.log_artifact(str(path))
         info = _log_model(artefact_dir, settings, example)

@@ -26,6 +26,7 @@ import pandas as pd
 from sklearn.preprocessing import MultiLabelBinarizer
 from tqdm import tqdm
 
+from tagger import tagquality
 from tagger.artefact import load_artefact, write_artefact
 from tagger.columns import FEATURE_COLUMNS
 from tagger.data import DataError, load_questions, questions_of, sha256_of
@@ -209,6 +210,7 @@ class TrainResult:
     baseline: pd.DataFrame
     table: list[dict[str, Any]]
     canary: pd.DataFrame | None = None
+    per_tag: pd.DataFrame | None = None  # the per-tag baseline (tagger.tagquality)
 
     @property
     def version(self) -> str:
@@ -238,6 +240,7 @@ def fit_artefact(
     classes: Sequence[str] | None = None,
     canary: pd.DataFrame | None = None,
     canary_reference: float | None = None,
+    per_tag_df: pd.DataFrame | None = None,
 ) -> TrainResult:
     """Fit on ``train_df``, tune on ``validation_df``, evaluate, build the drift baseline.
 
@@ -245,7 +248,8 @@ def fit_artefact(
     picks up the tags the old model lacks). ``later`` is evaluated by calendar year (decay
     table); ``baseline_df`` (default: validation's even rows) gives the drift baseline: features
     of questions the model never fitted on. ``canary``, ``canary_reference``: see
-    :func:`trusted_parts`.
+    :func:`trusted_parts`. ``per_tag_df`` (default: validation) gives the per-tag baseline
+    that live feedback is compared with, tag by tag.
     """
     steps = ["fit", "tune", "evaluate", "baseline", "trust"]
     bar = tqdm(total=len(steps), disable=not config.progress, unit="step", file=sys.stderr)
@@ -261,6 +265,9 @@ def fit_artefact(
         split = Split(train=train_df, validation=validation_df, later=_empty_like(train_df, later))
         vocab = set(classes)
         table = [{"period": name, **evaluate(model, part, vocab)} for name, part in periods(split)]
+        per_tag = tagquality.baseline_table(
+            model, validation_df if per_tag_df is None else per_tag_df
+        )
     with _step(bar, "baseline"):
         base = split.baseline if baseline_df is None else baseline_df
         baseline = baseline_table(model, base)
@@ -290,7 +297,9 @@ def fit_artefact(
         **trusted,
         **(extra_card or {}),
     }
-    return TrainResult(model=model, card=card, baseline=baseline, table=table, canary=pinned)
+    return TrainResult(
+        model=model, card=card, baseline=baseline, table=table, canary=pinned, per_tag=per_tag
+    )
 
 
 def trusted_parts(
@@ -337,28 +346,8 @@ def write_result(result: TrainResult, models_dir: Path, set_latest: bool = True)
         result.baseline,
         set_latest,
         canary=result.canary,
+        per_tag=result.per_tag,
     )
-
-
-def per_tag_table(model: TagModel, df: pd.DataFrame) -> pd.DataFrame:
-    """Support, precision and recall of each model tag on ``df`` (an MLflow artefact)."""
-    predicted = [model.analyse(t, b).tags for t, b in questions_of(df)]
-    rows = []
-    for tag in (str(t) for t in model.classes):
-        truth = np.array([tag in tags for tags in df["tags"]], dtype=bool)
-        pred = np.array([tag in p for p in predicted], dtype=bool)
-        tp = int(np.count_nonzero(truth & pred))
-        n_pred, support = int(pred.sum()), int(truth.sum())
-        rows.append(
-            {
-                "tag": tag,
-                "support": support,
-                "predicted": n_pred,
-                "precision": round(tp / n_pred, 4) if n_pred else 0.0,
-                "recall": round(tp / support, 4) if support else 0.0,
-            }
-        )
-    return pd.DataFrame(rows)
 
 
 def train(config: TrainConfig) -> Path:
@@ -469,7 +458,9 @@ def track(settings: TagwatchSettings, config: TrainConfig, out: Path, promote: s
         params={"data_file": config.data_path.name, "max_train_rows": config.max_train_rows},
         tags={"kind": "train"},
         evaluation_df=later.tail(2000) if len(later) else data.tail(2000),
-        per_tag=per_tag_table(model, later.tail(5000) if len(later) else data.tail(5000)),
+        per_tag=tagquality.baseline_table(
+            model, later.tail(5000) if len(later) else data.tail(5000)
+        ),
     )
     print(f"MLflow: registered {settings.registered_model} version {registered.version}")
     registry = Registry(settings)

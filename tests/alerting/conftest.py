@@ -54,6 +54,26 @@ def derive_prometheus_config(
     return cfg
 
 
+def derive_rule_files(
+    dest: Path, for_: str, production: Path = PROMETHEUS_DIR / "rules"
+) -> list[str]:
+    """Copies of the production rule files in ``dest`` with every ``for:`` set to ``for_``;
+    expressions, labels and annotations untouched: an alert held for hours fires within a
+    test's seconds, on the same rule. Their paths, for ``rule_files``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for src in sorted(production.glob("*.yml")):
+        doc = yaml.safe_load(src.read_text())
+        for group in doc["groups"]:
+            for rule in group["rules"]:
+                if "for" in rule:
+                    rule["for"] = for_
+        out = dest / src.name
+        out.write_text(yaml.safe_dump(doc, sort_keys=False, width=10_000, allow_unicode=True))
+        paths.append(str(out))
+    return paths
+
+
 def derive_alertmanager_config(
     settings: AlertingSettings, group_wait: str = "1s", group_interval: str = "2s"
 ) -> dict[str, Any]:

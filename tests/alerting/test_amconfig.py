@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from alerting.amconfig import build_config, render_config
 from alerting.settings import AlertingSettings
+from tests.processes import http_ok, start_process, wait_until
 
-from .conftest import ALERTMANAGER_DIR, REPO_ROOT
+from .conftest import (
+    ALERTMANAGER_DIR,
+    REPO_ROOT,
+    SmtpSink,
+    derive_alertmanager_config,
+    require_binaries,
+)
 
 
 def test_committed_config_is_the_rendered_defaults() -> None:
@@ -70,9 +80,16 @@ def test_routes_critical_fast_warnings_grouped_inhibition() -> None:
     assert critical["group_wait"] == "10s" and critical["repeat_interval"] == "3h"
     assert warning["group_by"] == ["job"]  # one email per job gathers its warnings
     assert info["receiver"] == "null"
-    inhibit = build_config(AlertingSettings.model_construct())["inhibit_rules"][0]
-    assert inhibit["source_matchers"] == ['alertname="PredictorFleetDown"']
-    assert "JaccardLow" in inhibit["target_matchers"][0] and inhibit["equal"] == ["job"]
+    inhibit = build_config(AlertingSettings.model_construct())["inhibit_rules"]
+    assert inhibit[0]["source_matchers"] == ['alertname="PredictorFleetDown"']
+    assert "JaccardLow" in inhibit[0]["target_matchers"][0] and inhibit[0]["equal"] == ["job"]
+    assert "TagQualityLow" in inhibit[0]["target_matchers"][0]
+    # a general decay: JaccardLow's email, not one per tag
+    assert {
+        "source_matchers": ['alertname="JaccardLow"'],
+        "target_matchers": ['alertname=~"TagQualityLow|TagQualityExplained"'],
+        "equal": ["job"],
+    } in inhibit
 
 
 @pytest.mark.parametrize(
@@ -150,3 +167,74 @@ def test_lifecycle_receiver_sends_the_bearer_token_from_its_file(tmp_path: Path)
     plain = build_config(AlertingSettings.model_construct())
     hook = {r["name"]: r for r in plain["receivers"]}["lifecycle"]["webhook_configs"][0]
     assert "http_config" not in hook
+
+
+def _post_alerts(url: str, job: str, names: list[tuple[str, dict[str, str]]]) -> None:
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    alerts = [
+        {"labels": {"alertname": n, "job": job, "severity": "warning", **labels}, "startsAt": now}
+        for n, labels in names
+    ]
+    assert requests.post(f"{url}/api/v2/alerts", json=alerts, timeout=5).status_code == 200
+
+
+def _states(url: str, job: str) -> dict[tuple[str, str], str]:
+    """(alertname, tag) -> Alertmanager's state (active, suppressed) of a job's alerts."""
+    got = requests.get(f"{url}/api/v2/alerts", params={"filter": f'job="{job}"'}, timeout=5)
+    return {
+        (a["labels"]["alertname"], a["labels"].get("tag", "")): a["status"]["state"]
+        for a in got.json()
+    }
+
+
+@pytest.mark.slow
+def test_jaccard_low_inhibits_tag_quality_and_tags_share_one_email(
+    tmp_path: Path, free_port: Callable[[], int], smtp_sink: SmtpSink
+) -> None:
+    """The real Alertmanager with the rendered config: JaccardLow silences the TagQualityLow
+    (and TagQualityExplained) of its job only; three tags failing alone make one email."""
+    require_binaries("prometheus-alertmanager")
+    settings = AlertingSettings(
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_sink.port,
+        smtp_require_tls=False,
+        lifecycle_webhook_url=None,
+        alertmanager_templates=str(ALERTMANAGER_DIR / "templates" / "*.tmpl"),
+    )
+    cfg = tmp_path / "alertmanager.yml"
+    cfg.write_text(yaml.safe_dump(derive_alertmanager_config(settings), width=10_000))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    am = start_process(
+        "alertmanager",
+        ["prometheus-alertmanager", f"--config.file={cfg}", f"--storage.path={tmp_path / 'am'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+        tmp_path,
+    )  # fmt: skip
+    try:
+        wait_until(am, http_ok(f"{url}/-/ready"), "Alertmanager ready", 30)
+        tags = ["javascript", "python", "c#"]
+        per_tag = [("TagQualityLow", {"tag": t}) for t in tags]
+        _post_alerts(
+            url, "decay", [("JaccardLow", {}), *per_tag, ("TagQualityExplained", {"tag": "c#"})]
+        )
+        _post_alerts(url, "one-tag", per_tag)
+        deadline = time.monotonic() + 10
+        while _states(url, "decay").get(("TagQualityLow", "c#")) != "suppressed":
+            assert time.monotonic() < deadline, _states(url, "decay")
+            time.sleep(0.2)
+        decay = _states(url, "decay")
+        assert decay.pop(("JaccardLow", "")) == "active"
+        assert set(decay.values()) == {"suppressed"}, decay
+        assert set(_states(url, "one-tag").values()) == {"active"}
+        mail = smtp_sink.wait_for(lambda m: "one-tag" in m.subject + m.part("plain"), 20)
+        mail_decay = smtp_sink.wait_for(lambda m: "decay" in m.part("plain"), 20)
+        time.sleep(3)  # group_interval 2 s: a second email of the group would be here by now
+        one_tag = [m for m in smtp_sink.mails if "job=one-tag" in m.part("plain")]
+        assert one_tag == [mail], [m.subject for m in one_tag]
+        assert mail.subject.startswith("[FIRING:3] WARNING TagQualityLow"), mail.subject
+        for tag in tags:
+            assert f"tag={tag}" in mail.part("plain")
+        assert "TagQualityLow" not in mail_decay.part("plain"), mail_decay.part("plain")
+    finally:
+        am.stop()

@@ -28,6 +28,7 @@ from tagger.columns import FEATURE_COLUMNS
 from tagger.data import load_questions
 from tagger.model import TagModel
 from tagger.settings import TagwatchSettings
+from tagger.tagquality import TagQualityRules
 from tests.processes import NEW_TAGS, NEW_WORDS, http_ok, start_process, wait_until
 
 from .conftest import REPO_ROOT, SmtpSink
@@ -356,3 +357,43 @@ def test_what_changed_this_week_names_the_new_tags_and_words(
     assert changed.count("https://stackoverflow.com/") >= 3  # three typical questions, linked
     html = path.read_text()
     assert 'id="what-changed"' in html and 'id="new-tags"' in html
+
+
+@pytest.mark.slow
+def test_tags_getting_worse_names_a_renamed_tag_first(
+    tmp_path: Path, smtp_sink: SmtpSink, models_dir: Path, tagwatch_settings: TagwatchSettings
+) -> None:
+    """The model's own validation period, served in two weeks with real tags as feedback; this
+    week users write ``js`` for ``javascript``: javascript tops "Tags getting worse" with its
+    F1 against the baseline and last week's F1, counted in the store's SQL."""
+    df = load_questions(tagwatch_settings.titles_path)
+    recent = df.loc[df["created_at"].dt.year == 2011]
+    last_week, this_week = recent.iloc[-1400:-700], recent.iloc[-700:]
+    renamed = [["js" if t == "javascript" else t for t in tags] for tags in this_week["tags"]]
+    this_week = this_week.assign(tags=renamed)
+    model = load_artefact(models_dir).model
+    week = 7 * 86_400
+    store = SQLiteStore(tmp_path / "store.sqlite3")
+    for questions, start, prefix in ((last_week, END.timestamp() - 2 * week, "a"),
+                                     (this_week, END.timestamp() - week, "b")):  # fmt: skip
+        records, feedback = _served(model, questions, start, week / len(questions), prefix)
+        store.save_predictions(records)
+        for f in feedback:
+            store.save_feedback(f)
+    store.close()
+    settings = _settings(tmp_path, smtp_sink.port, models_dir=models_dir)
+    path = run_weekly(settings, WeeklyMetrics(CollectorRegistry()), end=END)
+    text = path.with_suffix(".txt").read_text()
+    worse = text.split("== Tags getting worse ==")[1].split("== Tags getting better ==")[0]
+    better = text.split("== Tags getting better ==")[1].split("== Alerts ==")[0]
+    print(worse + better)
+    assert "700 questions" in worse
+    assert f"support of at least {TagQualityRules().min_support}" in worse
+    rows = [line.split() for line in worse.splitlines() if line.startswith("  ")]
+    assert rows[0][0] == "javascript:" and rows[0][2] == "0.000", rows[0]
+    assert "(-" in " ".join(rows[0]) and "recall 0.000" in " ".join(rows[0])
+    last_week_f1 = float(rows[0][-1])
+    assert last_week_f1 > 0.2  # last week, before the rename, javascript was fine
+    assert 1 <= len(rows) <= 10 and better.strip()
+    html = path.read_text()
+    assert 'id="tags-worse"' in html and "<code>javascript</code>" in html

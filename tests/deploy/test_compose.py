@@ -352,3 +352,31 @@ def test_make_secrets_writes_random_values_once(tmp_path: Path) -> None:
     subprocess.run(["bash", str(REPO / "scripts" / "make-secrets.sh"), str(other)], check=True,
                    capture_output=True, timeout=30)  # fmt: skip
     assert (other / "api_token").read_text() != first["api_token"], "never a fixed default"
+
+
+QUIET_MLFLOW = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+}
+
+
+def test_mlflow_sends_nothing_and_runs_no_job_consumers(compose: dict[str, Any]) -> None:
+    """MLflow's usage telemetry is off and `mlflow server` starts no GenAI job runner (issue 18:
+    its huey consumers held ~2 GB and both cores) in both stacks, unless the caller says
+    otherwise."""
+    users = {
+        name: service.get("environment", {})
+        for name, service in compose["services"].items()
+        if "TAGWATCH_MLFLOW_TRACKING_URI" in service.get("environment", {})
+    }  # every service that talks to MLflow, the UI included
+    assert {"mlflow", "lifecycle", "predictor", "predictor-2"} <= set(users)
+    for name, env in users.items():
+        assert {k: env.get(k) for k in QUIET_MLFLOW} == QUIET_MLFLOW, name
+    clean = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")}
+    printed = subprocess.run(
+        ["bash", "-c", "source scripts/stack-env.sh && env"],
+        cwd=REPO, capture_output=True, text=True, timeout=30, env=clean,
+    ).stdout  # fmt: skip
+    exported = dict(line.split("=", 1) for line in printed.splitlines() if "=" in line)
+    assert {k: exported.get(k) for k in QUIET_MLFLOW} == QUIET_MLFLOW

@@ -81,6 +81,9 @@ def test_workers_share_totals_and_store_survives_restart(
             lambda t: (
                 sample(t, "tagwatch_predictions_total") == n
                 and sample(t, "tagwatch_feedback_total") == 10
+                and sample(t, "tagwatch_tag_feedback_total", 'outcome="tp",tag="python"')
+                + sample(t, "tagwatch_tag_feedback_total", 'outcome="fn",tag="python"')
+                == 10
                 and sample(t, "tagwatch_http_requests_total", 'endpoint="predict",status="400"')
                 == 1
             ),
@@ -88,6 +91,12 @@ def test_workers_share_totals_and_store_survives_restart(
         pids = set(re.findall(r'pid="(\d+)"', text))
         assert sample(text, "tagwatch_predictions_total") == n
         assert sample(text, "tagwatch_feedback_total") == 10
+        # per tag, summed over the workers' files: python was given 10 times (issue 17)
+        tag = "tagwatch_tag_feedback_total"
+        python = [sample(text, tag, f'outcome="{o}",tag="python"') for o in ("tp", "fn")]
+        assert sum(python) == 10
+        assert len([line for line in text.splitlines() if line.startswith(tag + "{")]) == 300
+        assert 'tagwatch_model_validation_tag_f1_ratio{tag="python"}' in text
         assert sample(text, "tagwatch_inference_seconds_count") == n
         assert sample(text, "tagwatch_http_requests_total", 'endpoint="predict",status="200"') == n
         assert sample(text, "tagwatch_http_requests_total", 'endpoint="predict",status="400"') == 1

@@ -97,6 +97,15 @@ def test_feedback_for_a_prediction_queued_by_another_worker_is_stored_once_it_la
     assert total("tagwatch_feedback_jaccard_ratio_sum") == pytest.approx(fb.jaccard)
     assert total("tagwatch_feedback_unknown_tags_total") == 1
     assert metric(reg_b, "tagwatch_feedback_pending_total") == 1
+    # per tag too (issue 17), once: the resolution knows the tags the prediction had
+    outcomes = {
+        (s.labels["tag"], s.labels["outcome"]): s.value
+        for reg in (reg_a, reg_b)
+        for m in reg.collect()
+        for s in m.samples
+        if s.name == "tagwatch_tag_feedback_total" and s.value
+    }
+    assert outcomes == {(pred["tags"][0], "tp"): 1, **{(t, "fp"): 1 for t in pred["tags"][1:]}}
     # once visible, the same feedback is a duplicate (200), other tags a conflict
     again = b.test_client().post("/feedback", json={"prediction_id": pid, "tags": tags})
     assert again.status_code == 200 and again.get_json()["duplicate"] is True

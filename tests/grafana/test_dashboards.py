@@ -174,7 +174,8 @@ def test_every_dashboard_has_an_instance_variable_all_by_default() -> None:
 
 def test_per_process_panels_filter_by_instance() -> None:
     """Every selector on the job the instance variable lists filters by it; only the fleet's
-    recorded SLO series (job:*, no instance label) stay whole."""
+    recorded series (level job:* or job_<label>:*, e.g. job_tag:*: no instance label) stay
+    whole."""
     for path in DASHBOARD_FILES:
         board = load(path)
         (var,) = [v for v in board["templating"]["list"] if v["name"] == "instance"]
@@ -182,7 +183,9 @@ def test_per_process_panels_filter_by_instance() -> None:
         for panel in panels(board):
             for target in panel.get("targets", []):
                 for metric, labels in SELECTOR.findall(target["expr"]):
-                    if f'job="{job}"' not in labels or metric.startswith("job:"):
+                    level = metric.split(":")[0] if ":" in metric else ""
+                    fleet = re.fullmatch(r"job(_\w+)?", level) and "instance" not in level
+                    if f'job="{job}"' not in labels or fleet:
                         continue
                     assert 'instance=~"$instance"' in labels, (board["uid"], panel["title"])
 

@@ -12,12 +12,17 @@ from lifecycle.dataset import DatasetError, build_dataset, labelled_questions, s
 from lifecycle.gate import (
     AnchorCheck,
     GateRules,
+    TagComparison,
+    compare_tags,
+    comparison_frame,
     decide,
     drift_verdict,
+    losing_tags,
     paired_bootstrap,
     recovery_share,
 )
 from lifecycle.settings import LifecycleSettings
+from tagger.tagquality import TagCounts
 
 CHAMP = {"jaccard": 0.12, "coverage": 0.13}
 
@@ -56,9 +61,10 @@ def test_each_rule_has_an_off_switch() -> None:
         gate_require_coverage=False,
         gate_require_min_rows=False,
         gate_require_canary=False,
+        gate_tag_check=False,
     )
     rules = GateRules.from_settings(settings)
-    assert rules == GateRules(None, None, None, None)
+    assert rules == GateRules(None, None, None, None, tag_max_f1_drop=None)
     assert decide(CHAMP, {"jaccard": 0.10, "coverage": 0.01}, 3, rules).promote
     on = GateRules.from_settings(LifecycleSettings(gate_min_jaccard_gain=0.05))
     assert on.min_jaccard_gain == 0.05 and on.min_holdout_rows == 200
@@ -170,3 +176,75 @@ def test_degenerate_data_is_not_enough_data_before_any_fit() -> None:
     mixed = _frame(200).assign(tags=[["common", "rust" if i % 2 else "go"] for i in range(200)])
     data = build_dataset(mixed, k=3, holdout_share=0.2, holdout_days=None, tuning_share=0.15)
     assert data.classes == ["go", "rust"]
+
+
+# --- the per-tag check (issue 17): a pooled gain must not hide a big tag that collapses
+
+
+def _tag(
+    name: str, support: int, before: tuple[int, int, int], after: tuple[int, int, int]
+) -> TagComparison:
+    return TagComparison(name, support, TagCounts(name, *before), TagCounts(name, *after))
+
+
+def test_compare_tags_counts_both_models_on_the_same_questions() -> None:
+    given = [["javascript", "html"], ["javascript"], ["python"], ["css"]]
+    champion = [["javascript"], ["javascript"], ["python"], ["javascript"]]
+    challenger = [["html"], [], ["python", "html"], ["css"]]  # never javascript
+    rows = compare_tags(given, champion, challenger, ["javascript", "python", "html", "css"])
+    by_tag = {r.tag: r for r in rows}
+    js = by_tag["javascript"]
+    # given or predicted by either model: questions 1, 2 and 4 (4: the champion's false positive)
+    assert js.support == 3 and (js.champion.tp, js.champion.fp, js.champion.fn) == (2, 1, 0)
+    assert js.challenger.f1 == 0.0 and js.drop == pytest.approx(0.8)
+    assert by_tag["html"].support == 2 and by_tag["html"].drop < 0  # the challenger gains
+    assert rows[0].tag == "javascript"  # worst drop first
+    assert js.text() == "javascript F1 0.80 -> 0.00 on 3 questions"
+    frame = comparison_frame(rows)
+    assert list(frame.columns) == [
+        "tag", "support", "champion_f1", "champion_precision", "champion_recall",
+        "challenger_f1", "challenger_precision", "challenger_recall", "drop",
+    ]  # fmt: skip
+    assert frame.iloc[0].to_dict()["champion_precision"] == pytest.approx(0.6667)
+    # a user's own tags outside both vocabularies are never counted
+    assert "rust" not in {r.tag for r in compare_tags([["rust"]], [[]], [[]], ["python"])}
+
+
+def test_a_tag_losing_more_than_the_allowed_f1_rejects_and_is_named() -> None:
+    rules = GateRules(tag_max_f1_drop=0.2, tag_min_support=50)
+    # 0.62 -> 0.41 on 180 questions; the pooled Jaccard gains well beyond noise
+    javascript = _tag("javascript", 180, (80, 50, 48), (45, 60, 70))
+    small = _tag("haskell", 49, (20, 5, 5), (0, 0, 25))  # F1 0.80 -> 0.00, under the support
+    fine = _tag("python", 400, (150, 40, 40), (140, 50, 45))  # 0.79 -> 0.75
+    better = {"jaccard": 0.20, "coverage": 0.21}
+    d = decide(CHAMP, better, 1000, rules, anchor=HOLDS, tags=[small, fine, javascript])
+    assert not d.promote and d.failed == ["tag_f1"]
+    assert d.reason.startswith("javascript F1 0.62 -> 0.41 on 180 questions"), d.reason
+    assert "F1 drop above 0.20 on a tag with at least 50 questions" in d.reason
+    assert "haskell" not in d.reason and "python" not in d.reason
+    # a promotion says how close the worst judged tag came
+    ok = decide(CHAMP, better, 1000, rules, anchor=HOLDS, tags=[small, fine])
+    assert ok.promote and "worst tag python F1 0.79 -> 0.75 on 400 questions" in ok.reason
+    # the drop must be above the limit: exactly the limit passes
+    edge = _tag("java", 100, (50, 0, 0), (40, 0, 20))  # 1.00 -> 0.80
+    assert losing_tags([edge], rules) == [] and losing_tags([edge], GateRules(tag_max_f1_drop=0.19))
+    # several: the worst three, then how many more
+    many = [_tag(f"t{i}", 60 + i, (30, 0, 0), (30 - 3 * i, 0, 3 * i)) for i in range(3, 9)]
+    d = decide(CHAMP, better, 1000, rules, anchor=HOLDS, tags=many)  # t3 loses 0.18: passes
+    assert d.reason.startswith("t8 F1 1.00 -> 0.33 on 68 questions, t7 F1 1.00 -> 0.46 on 67")
+    assert "t5" not in d.reason and " and 2 more (" in d.reason  # t5 and t4 lose too
+
+
+def test_the_per_tag_check_has_an_off_switch_and_settings() -> None:
+    javascript = _tag("javascript", 180, (80, 50, 48), (0, 0, 128))
+    better = {"jaccard": 0.20, "coverage": 0.21}
+    on = GateRules.from_settings(LifecycleSettings())
+    assert (on.tag_max_f1_drop, on.tag_min_support) == (0.2, 50)
+    assert decide(CHAMP, better, 1000, on, anchor=HOLDS, tags=[javascript]).failed == ["tag_f1"]
+    off = GateRules.from_settings(LifecycleSettings(gate_tag_check=False))
+    assert off.tag_max_f1_drop is None
+    assert decide(CHAMP, better, 1000, off, anchor=HOLDS, tags=[javascript]).promote
+    tuned = GateRules.from_settings(
+        LifecycleSettings(gate_tag_min_support=200, gate_tag_max_f1_drop=0.5)
+    )
+    assert decide(CHAMP, better, 1000, tuned, anchor=HOLDS, tags=[javascript]).promote

@@ -11,8 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tagger.artefact import load_per_tag, read_card
 from tagger.data import load_questions
 from tagger.settings import TagwatchSettings
+from tagger.tagquality import PER_TAG_FILE
 from tests.lifecycle.conftest import RetrainEnv, fill_store
 from tests.processes import REPO_ROOT
 
@@ -53,7 +55,7 @@ def late_2011(settings: TagwatchSettings, n: int) -> pd.DataFrame:
 
 
 def test_retrain_rejected_by_the_gate_keeps_the_champion(
-    champion_2011: RetrainEnv, tagwatch_settings: TagwatchSettings
+    champion_2011: RetrainEnv, tagwatch_settings: TagwatchSettings, tmp_path: Path
 ) -> None:
     rt = champion_2011
     questions = late_2011(tagwatch_settings, 1200)
@@ -94,6 +96,17 @@ def test_retrain_rejected_by_the_gate_keeps_the_champion(
         rt.settings.models_dir / registry.get(2).artefact_version / "baseline.csv"
     )
     assert len(baseline) == 240
+    # and its per-tag baseline too (issue 17): the artefact's table is the one the run logged
+    challenger = rt.settings.models_dir / registry.get(2).artefact_version
+    per_tag = load_per_tag(challenger)
+    assert per_tag is not None and per_tag["tag"].tolist() == read_card(challenger)["tags"]
+    assert per_tag["support"].sum() > 240  # 1 to 5 tags a question, given or predicted
+    import mlflow
+
+    logged = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path=PER_TAG_FILE, dst_path=str(tmp_path)
+    )
+    pd.testing.assert_frame_equal(pd.read_csv(logged, keep_default_na=False), per_tag)
 
 
 def test_too_few_labelled_questions_skip_and_say_so(

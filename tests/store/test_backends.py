@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import random
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ from store import (
 )
 from store.schema import metadata
 from store.sql import HEAD_REVISION, SQLStore, alembic_config, engine_url
+from tagger.tagquality import TagCounts, count_tags
 from tests.processes import REPO_ROOT, start_postgres
 from tests.store.test_store import record, wait_for
 
@@ -202,6 +204,65 @@ def test_texts_are_an_even_sample_of_the_period_with_their_feedback(store_url: s
     assert given == ["python", "flutter"]
     assert everything["feedback_tags"].isna().sum() == 999
     assert reader.texts(5000.0, 6000.0, limit=10).empty
+    reader.close()
+    store.close()
+
+
+def _tag_quality_rows(store: Any) -> list[PredictionRecord]:
+    """300 questions with varied predicted and given tags: capitals, blanks, repeats, tags
+    outside the vocabulary, empty predictions; every other one with feedback."""
+    vocab = ["python", "javascript", "java", "c#", "list"]
+    given_pool = [*vocab, "rust", " Python ", "JAVA", "c# ", "js", "python"]
+    rng = random.Random(17)
+    batch = rows(300, start=1000.0)
+    for i, r in enumerate(batch):
+        r.title = f"question {i}"
+        r.url = f"https://stackoverflow.com/q/{i}"
+        r.tags = rng.sample([*vocab, "go"], rng.randint(0, 3))
+    store.save_predictions(batch)
+    for r in batch[::2]:
+        given = rng.sample(given_pool, rng.randint(1, 4))
+        store.save_feedback(FeedbackRecord(r.id, given, 0.0, 0.0, 0, created_at=r.created_at))
+    # feedback whose prediction is not stored (yet): not a question the window counts
+    store.save_feedback(FeedbackRecord("f" * 32, ["python"], 0.0, 0.0, 0))
+    return batch
+
+
+def test_tag_counts_are_count_tags_on_the_same_rows(store_url: str, tmp_path: Path) -> None:
+    """Per-tag tp/fp/fn in SQL (the drift report, the weekly summary) are exactly
+    ``tagger.tagquality.count_tags`` on ``labelled``'s rows, on both backends and through the
+    write-behind store; the fp/fn examples are the latest such questions."""
+    store = open_store(store_url)
+    _tag_quality_rows(store)
+    vocab = ["python", "javascript", "java", "c#", "list", "never-used"]
+    reader = open_store(store_url, readonly=True)
+    writer = WriteBehindStore(open_store(store_url), spool_dir=tmp_path / "spool")
+    for since, until in ((0.0, 5000.0), (1000.0, 1151.0), (1201.0, 1202.0), (9e9, 9e9 + 1)):
+        labelled = reader.labelled(since, until)
+        expected = count_tags(zip(labelled["predicted"], labelled["tags"], strict=True), vocab)
+        assert reader.tag_counts(since, until, vocab) == expected
+        assert writer.tag_counts(since, until, vocab) == expected
+    counts = reader.tag_counts(0.0, 5000.0, vocab)
+    assert counts["never-used"] == TagCounts("never-used")
+    assert all(c.tp and c.fp and c.fn for t, c in counts.items() if t != "never-used"), counts
+    labelled = reader.labelled(1000.0, 1200.0)
+    for tag in ("python", "c#"):
+        wrong = []
+        for row in labelled.itertuples():
+            p = {t.strip().lower() for t in row.predicted}
+            g = {t.strip().lower() for t in row.tags}
+            if (tag in p) != (tag in g):
+                wrong.append((row.title, "fp" if tag in p else "fn"))
+        examples = reader.tag_examples(tag, 1000.0, 1200.0)
+        assert [(e["title"], e["outcome"]) for e in examples] == wrong[::-1][:3]
+        assert examples[0]["url"].startswith("https://stackoverflow.com/q/")
+        assert isinstance(examples[0]["predicted"], list) and examples[0]["given"]
+        assert writer.tag_examples(tag, 1000.0, 1200.0, limit=5) == reader.tag_examples(
+            tag, 1000.0, 1200.0, limit=5
+        )
+        assert len(reader.tag_examples(tag, 0.0, 5000.0, limit=50)) == 50
+    assert reader.tag_examples("never-used", 0.0, 5000.0) == []
+    writer.close()
     reader.close()
     store.close()
 

@@ -9,11 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tagger.artefact import ArtefactError, load_artefact, load_baseline, read_card
+from tagger.artefact import ArtefactError, load_artefact, load_baseline, load_per_tag, read_card
 from tagger.columns import FEATURE_COLUMNS, NO_TAG
 from tagger.data import DataError, load_questions, questions_of
+from tagger.metrics import normalize_tags
 from tagger.model import DecisionRule
 from tagger.settings import TagwatchSettings
+from tagger.tagquality import PER_TAG_COLUMNS
 from tagger.text import clean_question
 from tagger.train import DEFAULT_CUTOFF, main, split_by_time, top_k_tags
 
@@ -92,6 +94,23 @@ def test_baseline_is_held_out(models_dir: Path, validation: pd.DataFrame) -> Non
     assert baseline["url"].str.startswith("https://stackoverflow.com/").all()
 
 
+def test_artefact_carries_per_tag_baseline(models_dir: Path, validation: pd.DataFrame) -> None:
+    """The per-tag table of the validation slice: every model tag, counts that add up to the
+    slice's tags, and ratios that follow from the counts."""
+    table = load_per_tag(models_dir / "test")
+    card = read_card(models_dir / "test")
+    assert table is not None and tuple(table.columns) == PER_TAG_COLUMNS
+    assert table["tag"].tolist() == card["tags"]
+    vocab = set(card["tags"])
+    given = sum(len(normalize_tags(t) & vocab) for t in validation["tags"])
+    assert int((table["tp"] + table["fn"]).sum()) == given  # every given vocabulary tag once
+    assert (table["support"] == table["tp"] + table["fp"] + table["fn"]).all()
+    f1 = 2 * table["tp"] / (2 * table["tp"] + table["fp"] + table["fn"])
+    assert np.allclose(table["f1"], f1.fillna(0.0), atol=1e-4)
+    python = table.set_index("tag").loc["python"]
+    assert python["support"] > 100 and 0.3 < python["f1"] < 1.0
+
+
 def test_top_k_is_deterministic() -> None:
     tags = [["b", "a"], ["a"], ["c", "b"], ["d"]]
     assert top_k_tags(tags, 2) == ["a", "b"]
@@ -157,6 +176,8 @@ def test_train_cli_small_model(tmp_path: Path, tagwatch_settings: TagwatchSettin
     assert len(run.data.tags["data_sha256"]) == 64 and run.data.tags["git_commit"]
     names = {a.path for a in MlflowClient().list_artifacts(champion.run_id)}
     assert {"model_card.json", "baseline.csv", "per_tag_metrics.csv"} <= names
+    per_tag = load_per_tag(tmp_path / "models" / "small")  # the artefact's own (validation)
+    assert per_tag is not None and per_tag["tag"].tolist() == card["tags"]
     model = mlflow.pyfunc.load_model(f"models:/{settings.registered_model}/1")
     assert model.metadata.signature is not None
     out = model.predict(pd.DataFrame({"title": ["How to sort a list in python"], "body": [""]}))
