@@ -17,7 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from werkzeug.exceptions import HTTPException
 
 from exporter.credentials import load_credentials
-from exporter.metrics import NoMetrics, PredictorMetrics, SupervisorCollector, VocabularyFilter
+from exporter.metrics import NoMetrics, PredictorMetrics, SupervisorCollector
 from exporter.openapi import load_openapi
 from exporter.settings import PredictorSettings
 from exporter.signing import check_bearer, check_signature
@@ -369,7 +369,8 @@ def metrics() -> Response:
         registry = CollectorRegistry()
         # dead workers' per-tag series of tags the served model no longer has are left out
         files = MultiProcessCollector(None, path=str(s.settings.multiproc_dir))
-        registry.register(VocabularyFilter(files, s.metrics.tag_vocabulary))
+        for collector in s.metrics.exposed(files):
+            registry.register(collector)
         if s.settings.metrics_enabled:
             path = s.settings.multiproc_dir
             registry.register(SupervisorCollector(lambda: read_status(path)))

@@ -10,12 +10,13 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from tagger.tagquality import OUTCOMES, outcomes
 
@@ -32,6 +33,11 @@ TITLE_BUCKETS = (10, 20, 30, 40, 50, 60, 80, 100, 150, 200, 300)
 BODY_BUCKETS = (0, 100, 300, 1000, 3000, 10000, 30000, 65536)
 # per-tag quality (tagger/tagquality.py): only the served vocabulary's tags are exposed
 TAG_FEEDBACK = "tagwatch_tag_feedback"
+TAG_FEEDBACK_HELP = (
+    "Feedback outcomes per tag of the served vocabulary: tp (predicted and given), "
+    "fp (predicted, not given), fn (given, not predicted)."
+)
+OUTCOME_LABELS = ["tag", "outcome"]
 TAG_BASELINE = {
     "f1": "tagwatch_model_validation_tag_f1_ratio",
     "precision": "tagwatch_model_validation_tag_precision_ratio",
@@ -70,9 +76,12 @@ class PredictorMetrics:
     ) -> None:
         self.batch_size = batch_size
         self.tag_metrics = tag_metrics  # TAGWATCH_TAG_METRICS: per-tag quality on/off
-        # the served vocabulary's tag_feedback children, by tag then outcome (set_model)
-        self._tag_outcomes: dict[str, dict[str, Any]] = {}
-        self._baseline_tags: set[str] = set()  # tags whose baseline gauges are set
+        # the served vocabulary (set_model), and the tag_feedback children made so far: a
+        # child is made at its first observation, so a worker boots and /metrics reads files
+        # without K x 3 zero entries (VocabularyFilter shows the zeros)
+        self._tag_vocab: frozenset[str] = frozenset()
+        self._outcome_children: dict[tuple[str, str], Any] = {}
+        self.tag_baseline = TagBaseline()
         self._flush_lock = threading.Lock()
         self._requests_pending: list[tuple[str, int, float]] = []
         self._predictions_pending: list[tuple[float, tuple[str, ...], int, int, float, float]] = []
@@ -235,23 +244,10 @@ class PredictorMetrics:
     def _declare_tag_quality(self, r: CollectorRegistry) -> None:
         """Per-tag outcomes of feedback and the served model's per-tag validation baseline
         (its artefact's per_tag_metrics.csv): what TagQualityLow compares."""
-        self.tag_feedback = Counter(
-            TAG_FEEDBACK,
-            "Feedback outcomes per tag of the served vocabulary: tp (predicted and given), "
-            "fp (predicted, not given), fn (given, not predicted).",
-            ["tag", "outcome"],
-            registry=r,
-        )
-        self.tag_baseline = {
-            key: Gauge(
-                name,
-                f"Per-tag {key} of the served model on its validation slice (model artefact).",
-                ["tag"],
-                multiprocess_mode="livemax",
-                registry=r,
-            )
-            for key, name in TAG_BASELINE.items()
-        }
+        # not registered itself: /metrics shows it through exposed() (filtered, zero-filled)
+        self.tag_feedback = Counter(TAG_FEEDBACK, TAG_FEEDBACK_HELP, OUTCOME_LABELS, registry=None)
+        for collector in self.exposed(self.tag_feedback):
+            r.register(collector)
 
     def _declare_store(self, r: CollectorRegistry) -> None:
         """The store behind the spool: backlog, refusals, recovery, retention."""
@@ -314,37 +310,30 @@ class PredictorMetrics:
             self._set_tag_baseline(per_tag)
 
     @property
-    def tag_vocabulary(self) -> Container[str]:
+    def tag_vocabulary(self) -> frozenset[str]:
         """The tags whose quality is counted (empty: per-tag metrics off or no model)."""
-        return self._tag_outcomes
+        return self._tag_vocab
+
+    def exposed(self, inner: Collector) -> list[Collector]:
+        """What /metrics registers for ``inner`` (this process's counter, or every worker's
+        files): the per-tag series filtered to the served vocabulary and zero-filled, and the
+        baseline gauges (from memory: no worker writes K x 4 gauge entries into its files)."""
+        if not self.tag_metrics:
+            return [inner]
+        return [VocabularyFilter(inner, lambda: self._tag_vocab), self.tag_baseline]
 
     def _set_tag_vocabulary(self, vocabulary: Sequence[str]) -> None:
-        """Every tag x outcome child exists from the start (a rate is never absent); the
-        children of a tag that left the vocabulary are removed (bounded: K x 3 series)."""
-        tags = list(dict.fromkeys(str(t) for t in vocabulary))
-        for gone in set(self._tag_outcomes).difference(tags):
-            for outcome in OUTCOMES:
-                self.tag_feedback.remove(gone, outcome)
-        self._tag_outcomes = {
-            tag: self._tag_outcomes.get(tag)
-            or {o: self.tag_feedback.labels(tag=tag, outcome=o) for o in OUTCOMES}
-            for tag in tags
-        }
+        """The served vocabulary; the children of a tag that left it are removed (bounded:
+        K x 3 series at most)."""
+        self._tag_vocab = frozenset(str(t) for t in vocabulary)
+        for key in [k for k in self._outcome_children if k[0] not in self._tag_vocab]:
+            self.tag_feedback.remove(*key)
+            del self._outcome_children[key]
 
     def _set_tag_baseline(self, per_tag: pd.DataFrame | None) -> None:
-        """The previous model's baseline goes; the new one is set for its vocabulary tags.
-
-        (Under gunicorn a swap is a new worker: only its first model is set, nothing removed.)
-        """
+        """The previous model's baseline goes; the new one's vocabulary tags are shown."""
         rows = [] if per_tag is None else per_tag.to_dict("records")
-        rows = [r for r in rows if str(r["tag"]) in self._tag_outcomes]
-        for gone in self._baseline_tags.difference(str(r["tag"]) for r in rows):
-            for gauge in self.tag_baseline.values():
-                gauge.remove(gone)
-        for row in rows:
-            for key, gauge in self.tag_baseline.items():
-                gauge.labels(tag=str(row["tag"])).set(float(row[key]))
-        self._baseline_tags = {str(r["tag"]) for r in rows}
+        self.tag_baseline.rows = [r for r in rows if str(r["tag"]) in self._tag_vocab]
 
     def set_registry_version(self, version: int) -> None:
         self.registry_version.set(version)
@@ -418,12 +407,13 @@ class PredictorMetrics:
         """One increment per (tag, outcome) a batch touched (a frequent tag's fp repeats)."""
         counts: dict[tuple[str, str], int] = {}
         for predicted, given in pairs:
-            for key in outcomes(predicted, given, self._tag_outcomes):
+            for key in outcomes(predicted, given, self._tag_vocab):
                 counts[key] = counts.get(key, 0) + 1
-        for (tag, outcome), n in counts.items():
-            children = self._tag_outcomes.get(tag)
-            if children is not None:  # else the tag left the vocabulary meanwhile
-                children[outcome].inc(n)
+        for key, n in counts.items():
+            child = self._outcome_children.get(key)
+            if child is None:
+                child = self._outcome_children[key] = self.tag_feedback.labels(*key)
+            child.inc(n)
 
     def _request_children_of(self, endpoint: str, status: int) -> tuple[Any, Any]:
         children = self._request_children.get((endpoint, status))
@@ -465,7 +455,7 @@ class PredictorMetrics:
     def observe_tag_feedback(self, predicted: Sequence[str], given: Sequence[str]) -> None:
         """One feedback's tp/fp/fn per vocabulary tag (a user's other tags are no label),
         applied in batches like predictions (:meth:`flush`)."""
-        if not self._tag_outcomes:
+        if not self._tag_vocab:
             return  # TAGWATCH_TAG_METRICS=false, or no model
         self._tag_feedback_pending.append((predicted, given))
         if len(self._tag_feedback_pending) >= self.batch_size:
@@ -507,7 +497,8 @@ class NoMetrics(PredictorMetrics):
     """Instrumentation off (``TAGWATCH_METRICS_ENABLED=false``): for overhead benchmarks."""
 
     def __init__(self) -> None:
-        self._tag_outcomes = {}
+        self.tag_metrics = False
+        self._tag_vocab = frozenset()
 
     def set_model(
         self,
@@ -568,25 +559,68 @@ class NoMetrics(PredictorMetrics):
 
 
 class VocabularyFilter(Collector):
-    """A collector's metrics with the per-tag quality series of the served vocabulary only.
+    """A collector's per-tag feedback series, as many as the served vocabulary: tags that left
+    it are dropped, and every tag x outcome not observed yet shows 0 (an increase() over the
+    window sees the first feedback; no worker writes the zeros into its files).
 
     Under gunicorn a dead worker's counters are kept in the archive (exporter/multiproc.py):
-    without this, a tag that left the vocabulary with a swap would be exposed forever.
+    without the filter, a tag that left the vocabulary with a swap would be exposed forever.
     """
 
-    NAMES = frozenset({TAG_FEEDBACK, *TAG_BASELINE.values()})
-
-    def __init__(self, inner: Collector, vocabulary: Container[str]) -> None:
+    def __init__(
+        self, inner: Collector, vocabulary: Collection[str] | Callable[[], Collection[str]]
+    ) -> None:
         self._inner = inner
         self._vocabulary = vocabulary
 
     def collect(self) -> Iterator[Metric]:
+        vocab = self._vocabulary() if callable(self._vocabulary) else self._vocabulary
+        seen = False
         for metric in self._inner.collect():
-            if metric.name in self.NAMES:
-                metric.samples = [
-                    s for s in metric.samples if s.labels.get("tag") in self._vocabulary
-                ]
+            if metric.name == TAG_FEEDBACK:
+                seen = True
+                metric.samples = _zero_filled(metric.samples, vocab)
             yield metric
+        if not seen and vocab:  # no worker has observed a feedback yet
+            family = CounterMetricFamily(TAG_FEEDBACK, TAG_FEEDBACK_HELP, labels=OUTCOME_LABELS)
+            family.samples = _zero_filled([], vocab)
+            yield family
+
+
+def _zero_filled(samples: Sequence[Sample], vocab: Collection[str]) -> list[Sample]:
+    """The samples of vocabulary tags, and a 0 for every tag x outcome without one."""
+    kept = [s for s in samples if s.labels.get("tag") in vocab]
+    present = {(s.labels["tag"], s.labels.get("outcome")) for s in kept}
+    total = f"{TAG_FEEDBACK}_total"
+    kept += [
+        Sample(total, {"tag": t, "outcome": o}, 0.0)
+        for t in sorted(vocab)
+        for o in OUTCOMES
+        if (t, o) not in present
+    ]
+    return kept
+
+
+class TagBaseline(Collector):
+    """The served model's per-tag validation table (its artefact's per_tag_metrics.csv) as
+    gauges: what TagQualityLow compares the live F1 with."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def collect(self) -> Iterator[Metric]:
+        rows = self.rows
+        if not rows:
+            return
+        for key, name in TAG_BASELINE.items():
+            family = GaugeMetricFamily(
+                name,
+                f"Per-tag {key} of the served model on its validation slice (model artefact).",
+                labels=["tag"],
+            )
+            for row in rows:
+                family.add_metric([str(row["tag"])], float(row[key]))
+            yield family
 
 
 class SupervisorCollector(Collector):

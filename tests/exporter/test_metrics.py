@@ -143,7 +143,7 @@ def test_tag_metrics_off_declares_nothing() -> None:
 
 def _as_worker(
     pid: int, vocabulary: Sequence[str], feedback: list[tuple[list[str], list[str]]]
-) -> None:
+) -> PredictorMetrics:
     """A gunicorn worker serving ``vocabulary`` writes its metric files (real mmap classes)."""
     original = pc_values.ValueClass  # restored as it was: later tests run single-process
     pc_values.ValueClass = pc_values.MultiProcessValue(lambda: pid)
@@ -152,6 +152,7 @@ def _as_worker(
         m.set_model(CARD, vocabulary, counts_table([TagCounts(t, tp=1) for t in vocabulary]))
         for predicted, given in feedback:
             m.observe_tag_feedback(predicted, given)
+        return m
     finally:
         pc_values.ValueClass = original
 
@@ -164,11 +165,10 @@ def test_multiprocess_swap_keeps_totals_and_drops_tags_that_left(
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     _as_worker(1001, ["js", "python"], [(["js"], ["js"]), (["python"], ["python"])])
     merge_dead_worker(tmp_path, 1001)  # the old model's worker exited
-    _as_worker(1002, ["python", "javascript"], [(["python"], ["javascript"])])
+    m = _as_worker(1002, ["python", "javascript"], [(["python"], ["javascript"])])
     r = CollectorRegistry()
-    r.register(
-        VocabularyFilter(MultiProcessCollector(None, path=str(tmp_path)), {"python", "javascript"})
-    )
+    for collector in m.exposed(MultiProcessCollector(None, path=str(tmp_path))):
+        r.register(collector)  # as the predictor's /metrics does
     text = generate_latest(r).decode()
     series = [line for line in text.splitlines() if line.startswith("tagwatch_tag_feedback_total")]
     assert len(series) == 6 and 'tag="js"' not in text  # K x 3, the tag that left is gone
@@ -176,6 +176,13 @@ def test_multiprocess_swap_keeps_totals_and_drops_tags_that_left(
     assert metric_value(text, "tagwatch_tag_feedback_total", 'outcome="fp",tag="python"') == 1
     assert metric_value(text, "tagwatch_tag_feedback_total", 'outcome="fn",tag="javascript"') == 1
     assert metric_value(text, F1, 'tag="javascript"') == 1.0
-    # without the filter the archive would still expose the old tag
+    # without the filter the archive would still expose the old tag; no worker wrote zeros
+    # (they are filled in at read time) nor the baseline gauges (served from memory)
     unfiltered = generate_latest(MultiProcessCollector(CollectorRegistry(), path=str(tmp_path)))
     assert b'tag="js"' in unfiltered
+    assert b'outcome="fn",tag="python"' not in unfiltered and b"validation_tag" not in unfiltered
+    filtered = VocabularyFilter(MultiProcessCollector(None, path=str(tmp_path)), {"python"})
+    kept = [
+        s.labels for f in filtered.collect() if f.name == "tagwatch_tag_feedback" for s in f.samples
+    ]
+    assert {(k["tag"], k["outcome"]) for k in kept} == {("python", o) for o in ("tp", "fp", "fn")}
