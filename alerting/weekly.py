@@ -286,27 +286,17 @@ def collect(
     _collect_drift(settings, report, prometheus, end)
     _collect_retrain(settings, report, prometheus, end)
     _collect_problematic(settings, report, store, start)
-    _collect_changes(settings, report, store, start, end)
-    _collect_tags(settings, report, store, start, end)
+    # the week's new tags, words and questions against the served model; the tags whose F1
+    # from feedback fell or rose most against its per-tag baseline (the store's SQL)
+    report.changes = _store_section(
+        settings, report, store, "what changed this week",
+        lambda st: week_changes(settings, st, start, end),
+    )  # fmt: skip
+    report.tags = _store_section(
+        settings, report, store, "tags getting worse",
+        lambda st: week_tags(settings, st, start, end),
+    )  # fmt: skip
     return report
-
-
-def _collect_tags(
-    settings: AlertingSettings,
-    report: WeeklyReport,
-    store: PredictionStore | None,
-    start: datetime,
-    end: datetime,
-) -> None:
-    """The week's tags whose F1 from feedback fell or rose most against the served model's
-    per-tag baseline (counted in the store's SQL)."""
-    if store is None:
-        report.missing["tags getting worse"] = f"store not found ({settings.store_url})"
-        return
-    try:
-        report.tags = week_tags(settings, store, start, end)
-    except Exception as exc:  # a missing model or a store failure must not cost the report
-        report.missing["tags getting worse"] = f"{type(exc).__name__}: {exc}"
 
 
 def week_tags(
@@ -328,22 +318,23 @@ def week_tags(
     return out
 
 
-def _collect_changes(
+def _store_section(
     settings: AlertingSettings,
     report: WeeklyReport,
     store: PredictionStore | None,
-    start: datetime,
-    end: datetime,
-) -> None:
-    """The week's new tags (marked when last week had none of them), new words and typical
-    questions, against the served model (its vocabulary and baseline titles)."""
+    name: str,
+    compute: Callable[[PredictionStore], dict[str, Any]],
+) -> dict[str, Any] | None:
+    """A section computed from the store, or None with the reason in ``report.missing``: a
+    missing model or a store failure must not cost the rest of the report."""
     if store is None:
-        report.missing["what changed this week"] = f"store not found ({settings.store_url})"
-        return
+        report.missing[name] = f"store not found ({settings.store_url})"
+        return None
     try:
-        report.changes = week_changes(settings, store, start, end)
-    except Exception as exc:  # a missing model or a store failure must not cost the report
-        report.missing["what changed this week"] = f"{type(exc).__name__}: {exc}"
+        return compute(store)
+    except Exception as exc:
+        report.missing[name] = f"{type(exc).__name__}: {exc}"
+        return None
 
 
 def week_changes(

@@ -322,14 +322,15 @@ def _served(
     return records, feedback
 
 
-def test_what_changed_this_week_names_the_new_tags_and_words(
-    tmp_path: Path, smtp_sink: SmtpSink, models_dir: Path, tagwatch_settings: TagwatchSettings
-) -> None:
-    """2019 questions this week against 2011 ones the week before: the section lists the tags
-    and words of 2019, and marks the tags last week did not have."""
-    df = load_questions(tagwatch_settings.titles_path)
-    this_week = df.loc[df["created_at"].dt.year == 2019].iloc[:1500]
-    last_week = df.loc[df["created_at"].dt.year == 2011].iloc[-800:]
+def _two_weeks(
+    tmp_path: Path,
+    smtp_sink: SmtpSink,
+    models_dir: Path,
+    last_week: pd.DataFrame,
+    this_week: pd.DataFrame,
+) -> Path:
+    """Serve ``last_week`` then ``this_week`` (each spread over its week before END, every
+    question with feedback) into a store, run the weekly job; its HTML report's path."""
     model = load_artefact(models_dir).model
     week = 7 * 86_400
     store = SQLiteStore(tmp_path / "store.sqlite3")
@@ -341,7 +342,18 @@ def test_what_changed_this_week_names_the_new_tags_and_words(
             store.save_feedback(f)
     store.close()
     settings = _settings(tmp_path, smtp_sink.port, models_dir=models_dir)
-    path = run_weekly(settings, WeeklyMetrics(CollectorRegistry()), end=END)
+    return run_weekly(settings, WeeklyMetrics(CollectorRegistry()), end=END)
+
+
+def test_what_changed_this_week_names_the_new_tags_and_words(
+    tmp_path: Path, smtp_sink: SmtpSink, models_dir: Path, tagwatch_settings: TagwatchSettings
+) -> None:
+    """2019 questions this week against 2011 ones the week before: the section lists the tags
+    and words of 2019, and marks the tags last week did not have."""
+    df = load_questions(tagwatch_settings.titles_path)
+    this_week = df.loc[df["created_at"].dt.year == 2019].iloc[:1500]
+    last_week = df.loc[df["created_at"].dt.year == 2011].iloc[-800:]
+    path = _two_weeks(tmp_path, smtp_sink, models_dir, last_week, this_week)
     text = path.with_suffix(".txt").read_text()
     changed = text.split("== What changed this week ==")[1].split("== Alerts ==")[0]
     print(changed)
@@ -371,18 +383,7 @@ def test_tags_getting_worse_names_a_renamed_tag_first(
     last_week, this_week = recent.iloc[-1400:-700], recent.iloc[-700:]
     renamed = [["js" if t == "javascript" else t for t in tags] for tags in this_week["tags"]]
     this_week = this_week.assign(tags=renamed)
-    model = load_artefact(models_dir).model
-    week = 7 * 86_400
-    store = SQLiteStore(tmp_path / "store.sqlite3")
-    for questions, start, prefix in ((last_week, END.timestamp() - 2 * week, "a"),
-                                     (this_week, END.timestamp() - week, "b")):  # fmt: skip
-        records, feedback = _served(model, questions, start, week / len(questions), prefix)
-        store.save_predictions(records)
-        for f in feedback:
-            store.save_feedback(f)
-    store.close()
-    settings = _settings(tmp_path, smtp_sink.port, models_dir=models_dir)
-    path = run_weekly(settings, WeeklyMetrics(CollectorRegistry()), end=END)
+    path = _two_weeks(tmp_path, smtp_sink, models_dir, last_week, this_week)
     text = path.with_suffix(".txt").read_text()
     worse = text.split("== Tags getting worse ==")[1].split("== Tags getting better ==")[0]
     better = text.split("== Tags getting better ==")[1].split("== Alerts ==")[0]
